@@ -21,8 +21,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "operator": ("kinfer.controller.cli", "operator", "run the operator (kopf)"),
 }
 
-USAGE = "usage: kinfer {" + ",".join(COMMANDS) + "} ...\n\n" + "\n".join(
-    f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items()
+USAGE = (
+    "usage: kinfer {"
+    + ",".join(COMMANDS)
+    + "} ...\n\n"
+    + "\n".join(f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items())
 )
 
 EXIT_BAD_INPUT = 2

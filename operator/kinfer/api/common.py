@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
-from pydantic.alias_generators import to_camel
 
 from kinfer.api.durations import DURATION_PATTERN, parse_duration
 
@@ -17,6 +16,23 @@ GROUP = "kinfer.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "kinfer"
+
+
+_ACRONYMS = {"Rps": "RPS", "Qps": "QPS", "Url": "URL", "Ip": "IP"}
+
+
+def wire_name(field: str) -> str:
+    """camelCase wire name of a snake_case field, keeping the design's acronyms.
+
+    ``target_rps`` -> ``targetRPS``, ``service_url`` -> ``serviceURL``, ``pod_ip`` -> ``podIP``,
+    ``avg99th_ms`` -> ``avg99thMs``.
+    """
+    parts = field.split("_")
+    out = parts[0]
+    for part in parts[1:]:
+        word = part[:1].upper() + part[1:]
+        out += _ACRONYMS.get(word, word)
+    return out
 
 
 class Model(BaseModel):
@@ -27,7 +43,7 @@ class Model(BaseModel):
     """
 
     model_config = ConfigDict(
-        alias_generator=to_camel,
+        alias_generator=wire_name,
         populate_by_name=True,
         extra="forbid",
         validate_default=True,

@@ -8,13 +8,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Self
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from kinfer.api.common import Duration, Model, seconds
 
 
 class Stage(Model):
     """One stage: ``{rps, duration}`` holds a rate, ``{rampTo, duration}`` ramps linearly to a rate."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["rps"]}, {"required": ["rampTo"]}]})
 
     rps: float | None = Field(default=None, ge=0, description="Constant offered rate (requests/s).")
     ramp_to: float | None = Field(
