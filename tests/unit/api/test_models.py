@@ -146,3 +146,18 @@ def test_schedule_rates_hold_ramp_and_loop() -> None:
 
 def test_a_bare_list_is_a_schedule() -> None:
     assert Schedule.from_data([{"rps": 1, "duration": "1s"}]).loop is False
+
+
+def test_slo_verdicts_name_what_failed() -> None:
+    from kinfer.api.loadexperiment import SLO
+    from kinfer.api.slo import evaluate
+
+    slo = SLO(p99_ms=100, min_success_rate=0.99)
+    assert evaluate(None, 500, 10, 1).met
+    ok = evaluate(slo, 80, 1000, 995)
+    assert ok.met and ok.reason == "SLOMet"
+    slow = evaluate(slo, 120, 1000, 1000)
+    assert not slow.met and "p99 120.0 ms > 100 ms" in slow.message
+    lossy = evaluate(slo, 50, 1000, 900)
+    assert not lossy.met and "success rate 90.00% < 99.00%" in lossy.message
+    assert not evaluate(slo, None, 0, 0).met
