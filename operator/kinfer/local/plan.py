@@ -1,0 +1,266 @@
+"""Turn validated manifests into a plan of local processes — pure, so it is tested without processes.
+
+Each InferenceService becomes ``replicas`` ``kinfer serve`` processes on loopback ports (plus a random
+1-of-n balancer when there are several, as the seeds' load balancing did); each LoadExperiment becomes
+one ``kinfer loadgen`` process whose control API doubles as the dashboard. Fields that only mean
+something in a cluster are listed as ignored, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kinfer.api import InferenceService, KinferResource, LoadExperiment, ManifestError
+from kinfer.api.durations import format_duration
+from kinfer.api.inferenceservice import KNOWN_MODELS
+
+LOOPBACK = "127.0.0.1"
+
+
+def kinfer_command(*args: str) -> list[str]:
+    """argv running the ``kinfer`` CLI of this very interpreter (works without the script on PATH)."""
+    return [sys.executable, "-m", "kinfer.cli", *args]
+
+
+@dataclass(frozen=True)
+class ServerPlan:
+    """The local processes of one InferenceService."""
+
+    name: str
+    replica_ports: tuple[int, ...]
+    argv: tuple[tuple[str, ...], ...]
+    env: dict[str, str]
+    balancer_port: int | None
+    ignored: tuple[str, ...]
+
+    @property
+    def url(self) -> str:
+        """Where clients send requests: the balancer, or the only replica."""
+        port = self.balancer_port if self.balancer_port is not None else self.replica_ports[0]
+        return f"http://{LOOPBACK}:{port}"
+
+    def replica_url(self, index: int) -> str:
+        """Direct URL of one replica (metrics, health)."""
+        return f"http://{LOOPBACK}:{self.replica_ports[index]}"
+
+
+@dataclass(frozen=True)
+class ExperimentPlan:
+    """The local generator of one LoadExperiment."""
+
+    name: str
+    resource: LoadExperiment
+    target_service: str | None
+    url: str
+    control_port: int
+    results_dir: Path
+    schedule: dict[str, Any]
+    argv: tuple[str, ...]
+    ignored: tuple[str, ...]
+
+    @property
+    def control_url(self) -> str:
+        """The generator's control API and dashboard."""
+        return f"http://{LOOPBACK}:{self.control_port}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything ``kinfer run`` will start."""
+
+    servers: tuple[ServerPlan, ...]
+    experiments: tuple[ExperimentPlan, ...]
+    notes: tuple[str, ...] = field(default=())
+
+
+def _resolve(path: str, base: Path) -> str:
+    p = Path(path)
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def ignored_server_fields(svc: InferenceService) -> list[str]:
+    """Cluster-only settings of an InferenceService that local mode cannot honour."""
+    spec, out = svc.spec, []
+    if spec.node_name:
+        out.append(f"nodeName {spec.node_name!r}")
+    if spec.node_selector:
+        out.append("nodeSelector")
+    if spec.service and spec.service.node_port:
+        out.append(f"service.nodePort {spec.service.node_port}")
+    if spec.volumes:
+        out.append("volumes (hostPath): " + ", ".join(v.name for v in spec.volumes))
+    if spec.resources:
+        out.append("resources")
+    if spec.gpu and spec.gpu.count:
+        out.append(f"gpu.count {spec.gpu.count} (use gpu.devices to pin locally)")
+    return out
+
+
+def server_argv(svc: InferenceService, port: int, base: Path) -> list[str]:
+    """``kinfer serve`` arguments for one replica of ``svc`` on ``port``."""
+    spec, model = svc.spec, svc.spec.model
+    argv = [
+        "serve",
+        "--format",
+        model.format,
+        "--model-name",
+        model.name,
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+    ]
+    if model.path:
+        argv += ["--model", _resolve(model.path, base)]
+    if model.name in KNOWN_MODELS:
+        argv += ["--known-model", model.name]
+    if model.task:
+        argv += ["--task", model.task]
+    if model.inputs:
+        argv += ["--inputs", ",".join(model.inputs)]
+    if model.outputs:
+        argv += ["--outputs", ",".join(model.outputs)]
+    if model.input_size:
+        argv += ["--input-size", ",".join(str(v) for v in model.input_size)]
+    if model.preprocess:
+        argv += ["--preprocess", model.preprocess]
+    if model.delay_ms is not None:
+        argv += ["--delay-ms", f"{model.delay_ms:g}"]
+    if model.delay_distribution:
+        argv += ["--delay-distribution", model.delay_distribution]
+    if spec.dataset:
+        argv += ["--dataset", _resolve(spec.dataset, base)]
+    batching = spec.batching_or_default
+    argv += ["--workers", str(spec.workers), "--threads", str(spec.threads)]
+    argv += ["--max-batch-size", str(batching.max_batch_size), "--max-delay-ms", f"{batching.max_delay_ms:g}"]
+    if spec.gpu and spec.gpu.memory_fraction is not None:
+        argv += ["--memory-fraction", f"{spec.gpu.memory_fraction:g}"]
+    return kinfer_command(*argv)
+
+
+def schedule_document(exp: LoadExperiment) -> dict[str, Any]:
+    """The ``--schedule`` file for the generator: the spec's stages and loop flag."""
+    return {"stages": [s.wire() for s in exp.spec.schedule], "loop": exp.spec.loop}
+
+
+def loadgen_argv(exp: LoadExperiment, url: str, control_port: int, results: Path, base: Path) -> list[str]:
+    """``kinfer loadgen`` arguments for ``exp`` against ``url``."""
+    spec, target = exp.spec, exp.spec.target
+    payload = target.payload
+    for prefix in ("dataset:", "file:"):
+        if payload.startswith(prefix):
+            payload = prefix + _resolve(payload.removeprefix(prefix), base)
+    argv = [
+        "loadgen", url.rstrip("/") + target.path,
+        "--schedule", str(results / "schedule.json"),
+        "--arrival", spec.arrival,
+        "--method", target.method,
+        "--payload", payload,
+        "--protocol", target.protocol,
+        "--timeout-ms", str(target.timeout_ms),
+        "--max-in-flight", str(spec.max_in_flight),
+        "--window", str(spec.window_size),
+        "--interval", format_duration(spec.record_interval_s),
+        "--control-host", LOOPBACK,
+        "--control-port", str(control_port),
+        "--output", str(results),
+        "--quiet",
+        "--linger", "1",
+    ]  # fmt: skip
+    if spec.seed is not None:
+        argv += ["--seed", str(spec.seed)]
+    if spec.slo and spec.slo.p99_ms is not None:
+        argv += ["--slo-p99-ms", f"{spec.slo.p99_ms:g}"]
+    if spec.slo and spec.slo.min_success_rate is not None:
+        argv += ["--min-success-rate", f"{spec.slo.min_success_rate:g}"]
+    return kinfer_command(*argv)
+
+
+def ignored_experiment_fields(exp: LoadExperiment) -> list[str]:
+    """Cluster-only settings of a LoadExperiment that local mode cannot honour."""
+    spec, out = exp.spec, []
+    if spec.parallelism > 1:
+        out.append(f"parallelism {spec.parallelism} (one local generator)")
+    if spec.node_name or spec.node_selector:
+        out.append("nodeName/nodeSelector")
+    if spec.resources:
+        out.append("resources")
+    return out
+
+
+def build_plan(
+    resources: Sequence[KinferResource],
+    ports: Iterator[int],
+    results_for: Callable[[str], Path],
+    dashboard_port: int | None,
+    base: Path,
+) -> Plan:
+    """Assign ports and argv to every resource; ``ManifestError`` names an unusable reference."""
+    services = [r for r in resources if isinstance(r, InferenceService)]
+    experiments = [r for r in resources if isinstance(r, LoadExperiment)]
+    by_name: dict[tuple[str, str], ServerPlan] = {}
+    server_plans = []
+    for svc in services:
+        key = (svc.namespace, svc.name)
+        if key in by_name:
+            raise ManifestError(f"InferenceService {svc.name}: defined twice")
+        if svc.spec.replicas == 0:
+            raise ManifestError(f"InferenceService {svc.name}: spec.replicas is 0; nothing to run locally")
+        replica_ports = tuple(next(ports) for _ in range(svc.spec.replicas))
+        env = {}
+        if svc.spec.gpu and svc.spec.gpu.devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = svc.spec.gpu.devices
+        plan = ServerPlan(
+            name=svc.name,
+            replica_ports=replica_ports,
+            argv=tuple(tuple(server_argv(svc, p, base)) for p in replica_ports),
+            env=env,
+            balancer_port=next(ports) if svc.spec.replicas > 1 else None,
+            ignored=tuple(ignored_server_fields(svc)),
+        )
+        by_name[key] = plan
+        server_plans.append(plan)
+    names = [e.name for e in experiments]
+    exp_plans = []
+    for index, exp in enumerate(experiments):
+        if names.count(exp.name) > 1:
+            raise ManifestError(f"LoadExperiment {exp.name}: defined twice")
+        if exp.spec.mode == "capacity":
+            raise ManifestError(
+                f"LoadExperiment {exp.name}: spec.mode capacity is not supported by kinfer run yet; "
+                "use mode: schedule with a step schedule"
+            )
+        target = exp.spec.target
+        if target.service is not None:
+            server = by_name.get((exp.namespace, target.service))
+            if server is None:
+                raise ManifestError(
+                    f"LoadExperiment {exp.name}: spec.target.service {target.service!r} is not an "
+                    "InferenceService in the given files"
+                )
+            url = server.url
+        else:
+            assert target.url is not None
+            url = target.url
+        control = dashboard_port + index if dashboard_port is not None else next(ports)
+        results = results_for(exp.name)
+        exp_plans.append(
+            ExperimentPlan(
+                name=exp.name,
+                resource=exp,
+                target_service=target.service,
+                url=url,
+                control_port=control,
+                results_dir=results,
+                schedule=schedule_document(exp),
+                argv=tuple(loadgen_argv(exp, url, control, results, base)),
+                ignored=tuple(ignored_experiment_fields(exp)),
+            )
+        )
+    notes = [f"InferenceService {s.name}: ignored locally: {i}" for s in server_plans for i in s.ignored]
+    notes += [f"LoadExperiment {e.name}: ignored locally: {i}" for e in exp_plans for i in e.ignored]
+    return Plan(servers=tuple(server_plans), experiments=tuple(exp_plans), notes=tuple(notes))

@@ -1,0 +1,260 @@
+"""Run a :class:`~kinfer.local.plan.Plan`: servers up and ready, generators run, everything stopped.
+
+Order: every InferenceService's replicas start and must become ready (``/v2/health/ready``); balancers
+start; generators start together; the view refreshes every second while server CPU/memory is
+sampled; when all generators exit (or on Ctrl-C, which asks them to stop and flush) every process
+group is stopped and each experiment's report is written from its results directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from kinfer.api.slo import Verdict, evaluate
+from kinfer.local import monitor, processes, view
+from kinfer.local.balancer import RandomBalancer
+from kinfer.local.plan import LOOPBACK, ExperimentPlan, Plan
+
+READY_TIMEOUT_S = 180.0
+STOP_GRACE_S = 15.0
+
+
+@dataclass
+class ExperimentOutcome:
+    """How one experiment ended."""
+
+    plan: ExperimentPlan
+    exit_code: int | None
+    summary: dict[str, Any] | None
+    verdict: Verdict | None
+    report: Path | None = None
+
+
+@dataclass
+class RunOutcome:
+    """How the whole run ended."""
+
+    experiments: list[ExperimentOutcome] = field(default_factory=list)
+    interrupted: bool = False
+    error: str | None = None
+
+
+def _read_summary(results: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads((results / "summary.json").read_text())
+        return data
+    except (OSError, ValueError):
+        return None
+
+
+def verdict_of(plan: ExperimentPlan, summary: dict[str, Any] | None) -> Verdict | None:
+    """The SLO verdict from the generator's summary (None when nothing was measured)."""
+    if summary is None:
+        return None
+    latency = summary.get("latencyMs") or {}
+    return evaluate(plan.resource.spec.slo, latency.get("p99"), int(summary.get("sent", 0)),
+                    int(summary.get("completed", 0)))  # fmt: skip
+
+
+class Runner:
+    """Owns every child process and balancer of one ``kinfer run``."""
+
+    def __init__(self, plan: Plan, logs: Path, console: Any, live_view: bool) -> None:
+        self.plan = plan
+        self.logs = logs
+        self.console = console
+        self.live_view = live_view
+        self.servers: dict[str, list[processes.Child]] = {}
+        self.generators: dict[str, processes.Child] = {}
+        self.balancers: list[RandomBalancer] = []
+        self.samples: list[monitor.ResourceSample] = []
+        self.started_at: dict[str, float] = {}
+        self.stop_requested = asyncio.Event()
+
+    async def start_servers(self) -> None:
+        """Start every replica, then wait until all are ready."""
+        for server in self.plan.servers:
+            children = []
+            for index, argv in enumerate(server.argv):
+                label = f"InferenceService {server.name} replica {index}"
+                log = self.logs / f"{server.name}-{index}.log"
+                children.append(await processes.start(label, list(argv), server.env, log))
+            self.servers[server.name] = children
+        waits = []
+        for server in self.plan.servers:
+            for index, child in enumerate(self.servers[server.name]):
+                url = server.replica_url(index) + "/v2/health/ready"
+                waits.append(processes.wait_http_ok(url, child, READY_TIMEOUT_S))
+        await self._until_stopped(asyncio.gather(*waits))
+        for server in self.plan.servers:
+            if server.balancer_port is not None:
+                balancer = RandomBalancer([server.replica_url(i) for i in range(len(server.replica_ports))])
+                await balancer.start(LOOPBACK, server.balancer_port)
+                self.balancers.append(balancer)
+
+    async def _until_stopped(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        stopper = asyncio.ensure_future(self.stop_requested.wait())
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            stopper.cancel()
+            task.result()
+        else:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await task
+
+    async def start_generators(self) -> None:
+        """Write each schedule file and start each generator."""
+        for exp in self.plan.experiments:
+            exp.results_dir.mkdir(parents=True, exist_ok=True)
+            (exp.results_dir / "schedule.json").write_text(json.dumps(exp.schedule, indent=2))
+            label = f"LoadExperiment {exp.name} generator"
+            child = await processes.start(label, list(exp.argv), {}, self.logs / f"{exp.name}-loadgen.log")
+            self.generators[exp.name] = child
+            self.started_at[exp.name] = time.time()
+
+    async def _push_initial_intensity(self, session: aiohttp.ClientSession) -> None:
+        for exp in self.plan.experiments:
+            rps = exp.resource.spec.intensity
+            if rps is None:
+                continue
+            for _ in range(50):
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.post(exp.control_url + "/api/intensity", json={"rps": rps}) as resp:
+                        if resp.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+
+    async def watch(self) -> None:
+        """Refresh the view and sample servers until every generator has exited or a stop is asked."""
+        rows = {
+            e.name: view.Row(e.name, e.control_url + "/", e.resource.spec.duration_s)
+            for e in self.plan.experiments
+        }
+        samplers = [
+            monitor.ProcessTreeSampler(name, [c.pid for c in children])
+            for name, children in self.servers.items()
+        ]
+        timeout = aiohttp.ClientTimeout(total=1.0)
+        live = None
+        if self.live_view:
+            from rich.live import Live
+
+            live = Live(view.render_table(list(rows.values())), console=self.console, refresh_per_second=4)
+            live.start()
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                await self._push_initial_intensity(session)
+                stopping = False
+                while any(c.running for c in self.generators.values()):
+                    if self.stop_requested.is_set() and not stopping:
+                        stopping = True
+                        await self._ask_generators_to_stop(session)
+                    for sampler in samplers:
+                        self.samples.append(sampler.sample())
+                    for name, row in rows.items():
+                        snap = await monitor.fetch_status(session, self.plan_by_name(name).control_url)
+                        if snap is not None:
+                            row.snapshot = snap
+                        elif not self.generators[name].running:
+                            row.phase = "Exited"
+                    if live is not None:
+                        live.update(view.render_table(list(rows.values())))
+                    else:
+                        for line in view.plain_lines(list(rows.values())):
+                            self.console.print(line, soft_wrap=True)
+                    await self._pause(1.0, stopping)
+        finally:
+            if live is not None:
+                live.stop()
+
+    async def _pause(self, seconds: float, stopping: bool) -> None:
+        """Wait one refresh, waking early when a stop is requested (once)."""
+        if stopping:
+            await asyncio.sleep(min(seconds, 0.25))
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop_requested.wait(), seconds)
+
+    def plan_by_name(self, name: str) -> ExperimentPlan:
+        """The experiment plan called ``name``."""
+        return next(e for e in self.plan.experiments if e.name == name)
+
+    async def _ask_generators_to_stop(self, session: aiohttp.ClientSession) -> None:
+        for exp in self.plan.experiments:
+            child = self.generators.get(exp.name)
+            if child is None or not child.running:
+                continue
+            try:
+                async with session.post(exp.control_url + "/api/stop") as resp:
+                    await resp.read()
+            except (aiohttp.ClientError, TimeoutError):
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.send_signal(signal.SIGINT)
+
+    async def shutdown(self) -> dict[str, int | None]:
+        """Stop generators (they flush results), then balancers and servers; return generator exit codes."""
+        codes = {}
+        for name, child in self.generators.items():
+            codes[name] = await processes.stop(child, STOP_GRACE_S)
+        for balancer in self.balancers:
+            await balancer.close()
+        await asyncio.gather(*(processes.stop(c, STOP_GRACE_S) for cs in self.servers.values() for c in cs))
+        return codes
+
+    def all_children(self) -> list[processes.Child]:
+        """Every process started so far."""
+        return [*self.generators.values(), *(c for cs in self.servers.values() for c in cs)]
+
+
+async def run(plan: Plan, logs: Path, console: Any, live_view: bool) -> RunOutcome:
+    """Execute ``plan``; SIGINT/SIGTERM stop it gracefully. Never leaves a child process behind."""
+    runner = Runner(plan, logs, console, live_view)
+    outcome = RunOutcome()
+    loop = asyncio.get_running_loop()
+
+    def request_stop() -> None:
+        outcome.interrupted = True
+        runner.stop_requested.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, request_stop)
+    codes: dict[str, int | None] = {}
+    try:
+        try:
+            await runner.start_servers()
+            if not runner.stop_requested.is_set():
+                for exp in plan.experiments:
+                    console.print(f"LoadExperiment {exp.name}: {exp.url}{exp.resource.spec.target.path} "
+                                  f"-> dashboard {exp.control_url}/")  # fmt: skip
+                await runner.start_generators()
+                await runner.watch()
+        except RuntimeError as exc:
+            outcome.error = str(exc)
+        finally:
+            codes = await runner.shutdown()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    for exp in plan.experiments:
+        if exp.name not in runner.generators:
+            continue
+        summary = _read_summary(exp.results_dir)
+        started = runner.started_at.get(exp.name, 0.0)
+        service_samples = [s for s in runner.samples if s.service == exp.target_service]
+        if service_samples:
+            monitor.write_samples(exp.results_dir / "server_resources.csv", service_samples, started)
+        outcome.experiments.append(
+            ExperimentOutcome(exp, codes.get(exp.name), summary, verdict_of(exp, summary))
+        )
+    return outcome

@@ -1,0 +1,110 @@
+"""`kinfer run` turns manifests into the right local processes, before starting any of them."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kinfer.api import ManifestError, load_resources, parse_resource
+from kinfer.local.plan import build_plan
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _plan(docs: list[dict[str, Any]], dashboard: int | None = 8089) -> Any:
+    resources = [parse_resource(d) for d in docs]
+    ports = itertools.count(41000)
+    return build_plan(resources, ports, lambda name: Path("/r") / name, dashboard, Path("/base"))
+
+
+def _svc(name: str = "svc", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": {"name": "m", "format": "null", "delayMs": 2}}
+    body.update(spec)
+    return {"apiVersion": "kinfer.dev/v1alpha1", "kind": "InferenceService", "metadata": {"name": name}, "spec": body}
+
+
+def _exp(name: str = "exp", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"target": {"service": "svc"}, "schedule": [{"rps": 5, "duration": "3s"}]}
+    body.update(spec)
+    return {"apiVersion": "kinfer.dev/v1alpha1", "kind": "LoadExperiment", "metadata": {"name": name}, "spec": body}
+
+
+def _flag(argv: tuple[str, ...] | list[str], flag: str) -> str:
+    return argv[list(argv).index(flag) + 1]
+
+
+def test_one_replica_is_served_directly_and_targeted_by_the_generator() -> None:
+    plan = _plan([_svc(workers=2, threads=3), _exp()])
+    (server,) = plan.servers
+    assert server.replica_ports == (41000,) and server.balancer_port is None
+    argv = server.argv[0]
+    assert argv[:3] == (sys.executable, "-m", "kinfer.cli") and argv[3] == "serve"
+    assert (_flag(argv, "--workers"), _flag(argv, "--threads"), _flag(argv, "--delay-ms")) == ("2", "3", "2")
+    assert (_flag(argv, "--host"), _flag(argv, "--port")) == ("127.0.0.1", "41000")
+    (exp,) = plan.experiments
+    assert exp.url == "http://127.0.0.1:41000" and exp.argv[4] == "http://127.0.0.1:41000/gpu"
+    assert exp.control_port == 8089 and _flag(exp.argv, "--control-port") == "8089"
+    assert _flag(exp.argv, "--output") == "/r/exp" and _flag(exp.argv, "--schedule") == "/r/exp/schedule.json"
+    assert exp.schedule == {"stages": [{"rps": 5.0, "duration": "3s"}], "loop": False}
+
+
+def test_several_replicas_sit_behind_a_balancer() -> None:
+    plan = _plan([_svc(replicas=3), _exp()])
+    (server,) = plan.servers
+    assert len(server.replica_ports) == 3 and len(set(server.replica_ports)) == 3
+    assert server.balancer_port not in server.replica_ports
+    assert plan.experiments[0].url == f"http://127.0.0.1:{server.balancer_port}"
+
+
+def test_cluster_only_fields_are_reported_as_ignored_and_gpu_devices_still_pin() -> None:
+    kisvc, lexp = load_resources([ROOT / "examples/mobilenet.yaml"])
+    plan = build_plan([kisvc, lexp], itertools.count(42000), lambda n: Path("/r") / n, None, Path("/base"))
+    (server,) = plan.servers
+    assert server.env == {"CUDA_VISIBLE_DEVICES": "0"}
+    notes = "\n".join(plan.notes)
+    assert "nodeName 'tank-node3'" in notes and "service.nodePort 31500" in notes
+    assert "volumes (hostPath): model-path, data-path, code-path, script-path" in notes
+    assert _flag(server.argv[0], "--memory-fraction") == "0.01"
+    assert _flag(server.argv[0], "--known-model") == "ssd-mobilenet"
+
+
+def test_relative_paths_resolve_against_the_working_directory() -> None:
+    plan = _plan([_svc(model={"name": "m", "format": "onnx", "path": "models/m.onnx"}, dataset="data"),
+                  _exp(target={"service": "svc", "payload": "dataset:imgs"})])  # fmt: skip
+    argv = plan.servers[0].argv[0]
+    assert _flag(argv, "--model") == "/base/models/m.onnx" and _flag(argv, "--dataset") == "/base/data"
+    assert _flag(plan.experiments[0].argv, "--payload") == "dataset:/base/imgs"
+
+
+def test_slo_and_seed_reach_the_generator() -> None:
+    plan = _plan([_svc(), _exp(seed=3, slo={"p99Ms": 50, "minSuccessRate": 0.95})])
+    argv = plan.experiments[0].argv
+    assert (_flag(argv, "--seed"), _flag(argv, "--slo-p99-ms"), _flag(argv, "--min-success-rate")) == (
+        "3",
+        "50",
+        "0.95",
+    )
+
+
+def test_url_targets_and_no_dashboard_use_free_ports() -> None:
+    plan = _plan([_exp(target={"url": "http://127.0.0.1:9/base"})], dashboard=None)
+    assert plan.servers == () and plan.experiments[0].control_port == 41000
+    assert plan.experiments[0].argv[4] == "http://127.0.0.1:9/base/gpu"
+
+
+@pytest.mark.parametrize(
+    ("docs", "needle"),
+    [
+        ([_exp()], "spec.target.service 'svc' is not an InferenceService in the given files"),
+        ([_svc(), _svc()], "InferenceService svc: defined twice"),
+        ([_svc(replicas=0)], "spec.replicas is 0"),
+        ([_svc(), _exp(mode="capacity", slo={"p99Ms": 5})], "spec.mode capacity is not supported"),
+    ],
+)
+def test_unusable_references_are_bad_input(docs: list[dict[str, Any]], needle: str) -> None:
+    with pytest.raises(ManifestError, match=needle):
+        _plan(docs)
