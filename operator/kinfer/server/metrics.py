@@ -1,0 +1,142 @@
+"""Prometheus metrics and the ``Server-Timing`` header, both built from the same per-stage timings.
+
+Under gunicorn, ``kinfer serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before any
+worker starts, so each worker writes its samples to files and ``/metrics`` in any worker aggregates
+all of them (the master marks dead workers' files on ``child_exit``). Without that variable (unit
+tests, the Flask test client) the metrics live in the app's own registry.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import psutil
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prom_multiprocess
+
+#: The stages of a request, in the order they happen and appear in ``Server-Timing``.
+STAGES = ("queue", "preprocess", "infer", "postprocess")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+_SECONDS_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def multiprocess_enabled() -> bool:
+    """Whether samples go to files shared by all workers (``PROMETHEUS_MULTIPROC_DIR`` is set)."""
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def server_timing(stages: dict[str, float]) -> str:
+    """The ``Server-Timing`` header value: every stage in milliseconds, 0 for stages not run.
+
+    Example: ``queue;dur=0.12, preprocess;dur=2.31, infer;dur=10.20, postprocess;dur=0.40``.
+    """
+    return ", ".join(f"{stage};dur={stages.get(stage, 0.0) * 1000.0:.2f}" for stage in STAGES)
+
+
+class ServerMetrics:
+    """The server's metrics, registered in ``registry`` (or written to the multiprocess files)."""
+
+    def __init__(self, model: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.model = model
+        reg = self.registry
+        self.requests = Counter(
+            "kinfer_server_requests", "HTTP requests answered, by route and status code.",
+            ["route", "code"], registry=reg,
+        )  # fmt: skip
+        self.request_seconds = Histogram(
+            "kinfer_server_request_duration_seconds", "Time in the Flask handler, by route.",
+            ["route"], buckets=_SECONDS_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.stage_seconds = Histogram(
+            "kinfer_server_stage_duration_seconds",
+            "Time per request stage: queue (waiting for a batch), preprocess, infer, postprocess.",
+            ["model", "stage"], buckets=_SECONDS_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "kinfer_server_batch_size", "Images per model call.", ["model"],
+            buckets=_BATCH_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.inference_errors = Counter(
+            "kinfer_server_inference_errors", "Model calls that raised.", ["model"], registry=reg
+        )
+        self.workers_ready = Gauge(
+            "kinfer_server_workers_ready", "Workers whose model is loaded and warm.", ["model"],
+            multiprocess_mode="livesum", registry=reg,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "kinfer_server_requests_in_flight", "Requests being handled now.",
+            multiprocess_mode="livesum", registry=reg,
+        )  # fmt: skip
+        self.cpu_seconds = Gauge(
+            "kinfer_server_worker_cpu_seconds", "CPU time (user+system) used by each worker process.",
+            multiprocess_mode="liveall", registry=reg,
+        )  # fmt: skip
+        self.memory_bytes = Gauge(
+            "kinfer_server_worker_resident_memory_bytes", "Resident memory of each worker process.",
+            multiprocess_mode="liveall", registry=reg,
+        )  # fmt: skip
+        self._process = psutil.Process()
+        self._sampler: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def observe_stages(self, stages: dict[str, float]) -> None:
+        """Record the stages a request went through (stages it skipped are not recorded as zero)."""
+        for stage, seconds in stages.items():
+            self.stage_seconds.labels(self.model, stage).observe(seconds)
+
+    def observe_batch(self, size: int) -> None:
+        self.batch_size.labels(self.model).observe(size)
+
+    def sample_process(self) -> None:
+        """Refresh this worker's CPU and memory gauges from psutil."""
+        try:
+            cpu = self._process.cpu_times()
+            self.cpu_seconds.set(cpu.user + cpu.system)
+            self.memory_bytes.set(self._process.memory_info().rss)
+        except psutil.Error:
+            pass
+
+    def start_sampling(self, interval_s: float = 2.0) -> None:
+        """Sample CPU and memory every ``interval_s`` in a daemon thread, so idle workers report too."""
+        if self._sampler is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                self.sample_process()
+
+        self.sample_process()
+        self._sampler = threading.Thread(target=loop, name="kinfer-metrics", daemon=True)
+        self._sampler.start()
+
+    def stop_sampling(self) -> None:
+        self._stop.set()
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text exposition: all workers' samples in multiprocess mode, else this registry's."""
+        self.sample_process()
+        if multiprocess_enabled():
+            registry = CollectorRegistry()
+            prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Gunicorn ``child_exit``: drop a dead worker's live gauges from the aggregate."""
+    if multiprocess_enabled():
+        prom_multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

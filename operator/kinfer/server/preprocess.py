@@ -1,0 +1,112 @@
+"""Image decoding and MLPerf's pre-processing (inference v0.5, ``python/dataset.py``), with Pillow.
+
+Every function takes an RGB uint8 array (H, W, 3) and returns the model input for one image, NHWC
+without the batch axis. Grayscale and RGBA images are converted to RGB when decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, UnidentifiedImageError
+
+from kinfer.server.errors import InvalidInput
+
+Array = NDArray[np.generic]
+
+#: Pillow refuses images with more pixels than this (a decompression bomb guard).
+MAX_PIXELS = 64_000_000
+
+VGG_MEANS = np.array([123.68, 116.78, 103.94], dtype=np.float32)
+RESNET34_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+RESNET34_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def decode_image(data: bytes) -> NDArray[np.uint8]:
+    """Decode JPEG/PNG/... bytes to an RGB uint8 array; anything undecodable is ``InvalidInput``."""
+    if not data:
+        raise InvalidInput("empty body: expected image bytes (JPEG or PNG)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise InvalidInput(f"image too large: {img.width}x{img.height} pixels")
+                rgb = img.convert("RGB")
+                rgb.load()
+    except InvalidInput:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidInput(f"not a decodable image: {exc}") from exc
+    except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError) as exc:
+        # Pillow reports truncated or corrupt files through many exception types.
+        raise InvalidInput(f"corrupt image: {exc}") from exc
+    if rgb.width < 1 or rgb.height < 1:
+        raise InvalidInput("image has no pixels")
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def _resize(img: NDArray[np.uint8], height: int, width: int, resample: Image.Resampling) -> NDArray[np.uint8]:
+    if img.shape[0] == height and img.shape[1] == width:
+        return img
+    return np.asarray(Image.fromarray(img).resize((width, height), resample=resample), dtype=np.uint8)
+
+
+def coco_mobilenet(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
+    """``pre_process_coco_mobilenet``: bilinear resize to the input size, uint8 (the graph normalises)."""
+    return _resize(img, size[0], size[1], Image.Resampling.BILINEAR)
+
+
+def coco_resnet34(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
+    """``pre_process_coco_resnet34``: bilinear resize, float32, ``/255``, ImageNet mean/std."""
+    out = _resize(img, size[0], size[1], Image.Resampling.BILINEAR).astype(np.float32) / 255.0
+    return ((out - RESNET34_MEAN) / RESNET34_STD).astype(np.float32)
+
+
+def coco_resnet34_tf(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
+    """``pre_process_coco_resnet34_tf``: bilinear resize, float32, minus the VGG channel means."""
+    return _resize(img, size[0], size[1], Image.Resampling.BILINEAR).astype(np.float32) - VGG_MEANS
+
+
+def imagenet_vgg(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
+    """``pre_process_vgg``: aspect-preserving resize to size/0.875 (area), center crop, minus means."""
+    out_h, out_w = size
+    height, width = img.shape[:2]
+    new_h, new_w = int(100.0 * out_h / 87.5), int(100.0 * out_w / 87.5)
+    if height > width:
+        w, h = new_w, int(new_h * height / width)
+    else:
+        h, w = new_h, int(new_w * width / height)
+    resized = _resize(img, max(h, out_h), max(w, out_w), Image.Resampling.BOX)
+    top = (resized.shape[0] - out_h) // 2
+    left = (resized.shape[1] - out_w) // 2
+    crop = resized[top : top + out_h, left : left + out_w]
+    return crop.astype(np.float32) - VGG_MEANS
+
+
+def resize_only(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
+    """No normalisation: bilinear resize, uint8 (for models that normalise inside the graph)."""
+    return coco_mobilenet(img, size)
+
+
+PREPROCESSORS: dict[str, Callable[[NDArray[np.uint8], tuple[int, int]], Array]] = {
+    "coco-mobilenet": coco_mobilenet,
+    "coco-resnet34": coco_resnet34,
+    "coco-resnet34-tf": coco_resnet34_tf,
+    "imagenet-vgg": imagenet_vgg,
+    "resize": resize_only,
+}
+
+
+def preprocess(img: NDArray[np.uint8], kind: str, size: tuple[int, int], dtype: str | None) -> Array:
+    """Apply pre-processing ``kind`` and cast to the model's input dtype (when it is known)."""
+    out = PREPROCESSORS[kind](img, size)
+    if dtype is not None and out.dtype != np.dtype(dtype):
+        if np.dtype(dtype) == np.uint8:
+            out = np.clip(out, 0, 255)
+        out = out.astype(dtype)
+    return out

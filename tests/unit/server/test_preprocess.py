@@ -1,0 +1,87 @@
+"""MLPerf's pre-processing math, image decoding and post-processing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kinfer.server.errors import InvalidInput
+from kinfer.server.modelspec import KNOWN_MODELS
+from kinfer.server.postprocess import detections, top_classes
+from kinfer.server.preprocess import (
+    RESNET34_MEAN,
+    RESNET34_STD,
+    VGG_MEANS,
+    decode_image,
+    preprocess,
+)
+from tests.unit.server.conftest import image_bytes
+
+
+def test_coco_mobilenet_resizes_to_uint8_of_the_input_size() -> None:
+    img = np.full((40, 60, 3), 200, dtype=np.uint8)
+    out = preprocess(img, "coco-mobilenet", (30, 20), "uint8")
+    assert out.shape == (30, 20, 3)
+    assert out.dtype == np.uint8
+    assert int(out.min()) == int(out.max()) == 200
+
+
+def test_coco_resnet34_scales_then_normalises_with_mean_and_std() -> None:
+    img = np.full((8, 8, 3), 255, dtype=np.uint8)
+    out = preprocess(img, "coco-resnet34", (8, 8), None)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[0, 0], (1.0 - RESNET34_MEAN) / RESNET34_STD, rtol=1e-6)
+
+
+def test_coco_resnet34_tf_subtracts_the_channel_means() -> None:
+    img = np.zeros((4, 4, 3), dtype=np.uint8)
+    out = preprocess(img, "coco-resnet34-tf", (4, 4), "float32")
+    np.testing.assert_allclose(out[2, 2], -VGG_MEANS)
+
+
+def test_imagenet_vgg_resizes_by_aspect_then_center_crops() -> None:
+    # a wide image whose left and right thirds differ from its centre: the crop keeps the centre
+    img = np.zeros((100, 300, 3), dtype=np.uint8)
+    img[:, 100:200] = 255
+    out = preprocess(img, "imagenet-vgg", (20, 20), "float32")
+    assert out.shape == (20, 20, 3)
+    np.testing.assert_allclose(out[10, 10], 255 - VGG_MEANS, atol=1e-3)
+
+
+def test_float_output_is_clipped_when_the_graph_wants_uint8() -> None:
+    img = np.zeros((4, 4, 3), dtype=np.uint8)
+    out = preprocess(img, "coco-resnet34-tf", (4, 4), "uint8")
+    assert out.dtype == np.uint8
+    assert int(out.max()) == 0
+
+
+def test_decode_converts_grayscale_and_rgba_to_rgb() -> None:
+    for mode in ("L", "RGBA", "RGB"):
+        arr = decode_image(image_bytes(10, 7, "PNG", mode))
+        assert arr.shape == (7, 10, 3)
+        assert arr.dtype == np.uint8
+
+
+@pytest.mark.parametrize("data", [b"", b"hello", image_bytes(20, 20, "PNG")[:40], b"GIF89a" + b"\0" * 20])
+def test_decode_rejects_non_images_and_corrupt_images(data: bytes) -> None:
+    with pytest.raises(InvalidInput):
+        decode_image(data)
+
+
+def test_detections_are_thresholded_sorted_and_labelled() -> None:
+    spec = KNOWN_MODELS["ssd-mobilenet"]
+    outputs = {
+        "num_detections:0": np.array([3.0], dtype=np.float32),
+        "detection_boxes:0": np.array([[[0, 0, 0.5, 0.5], [0.1, 0.1, 0.2, 0.2], [0, 0, 1, 1], [0, 0, 1, 1]]]),
+        "detection_scores:0": np.array([[0.6, 0.9, 0.1, 0.99]]),
+        "detection_classes:0": np.array([[1.0, 18.0, 3.0, 3.0]]),
+    }
+    found = detections(outputs, spec, 0, 0.5)
+    assert [(d["label"], d["score"]) for d in found] == [("dog", 0.9), ("person", 0.6)]
+
+
+def test_top_classes_are_by_probability() -> None:
+    spec = KNOWN_MODELS["resnet50"]
+    probs = np.array([[0.1, 0.5, 0.2, 0.2]], dtype=np.float32)
+    found = top_classes({"softmax_tensor:0": probs, "ArgMax:0": np.array([1])}, spec, 0, 2)
+    assert [c["classId"] for c in found] == [1, 2]
