@@ -82,9 +82,7 @@ def _check_paths(plan: Plan) -> None:
             argv = list(exp.argv)
             resolved = Path(argv[argv.index("--payload") + 1].split(":", 1)[1])
             if not resolved.exists():
-                raise ManifestError(
-                    f"LoadExperiment {exp.name}: spec.target.payload {resolved} does not exist"
-                )
+                raise ManifestError(f"LoadExperiment {exp.name}: spec.target.payload {resolved} does not exist")
 
 
 def _port_free(port: int) -> bool:

@@ -75,7 +75,7 @@ class Runner:
         self.live_view = live_view
         self.servers: dict[str, list[processes.Child]] = {}
         self.generators: dict[str, processes.Child] = {}
-        self.balancers: list[RandomBalancer] = []
+        self.balancers: dict[str, RandomBalancer] = {}
         self.samples: list[monitor.ResourceSample] = []
         self.started_at: dict[str, float] = {}
         self.stop_requested = asyncio.Event()
@@ -99,7 +99,7 @@ class Runner:
             if server.balancer_port is not None:
                 balancer = RandomBalancer([server.replica_url(i) for i in range(len(server.replica_ports))])
                 await balancer.start(LOOPBACK, server.balancer_port)
-                self.balancers.append(balancer)
+                self.balancers[server.name] = balancer
 
     async def _until_stopped(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
@@ -138,12 +138,10 @@ class Runner:
     async def watch(self) -> None:
         """Refresh the view and sample servers until every generator has exited or a stop is asked."""
         rows = {
-            e.name: view.Row(e.name, e.control_url + "/", e.resource.spec.duration_s)
-            for e in self.plan.experiments
+            e.name: view.Row(e.name, e.control_url + "/", e.resource.spec.duration_s) for e in self.plan.experiments
         }
         samplers = [
-            monitor.ProcessTreeSampler(name, [c.pid for c in children])
-            for name, children in self.servers.items()
+            monitor.ProcessTreeSampler(name, [c.pid for c in children]) for name, children in self.servers.items()
         ]
         timeout = aiohttp.ClientTimeout(total=1.0)
         live = None
@@ -207,7 +205,7 @@ class Runner:
         codes = {}
         for name, child in self.generators.items():
             codes[name] = await processes.stop(child, STOP_GRACE_S)
-        for balancer in self.balancers:
+        for balancer in self.balancers.values():
             await balancer.close()
         await asyncio.gather(*(processes.stop(c, STOP_GRACE_S) for cs in self.servers.values() for c in cs))
         return codes
@@ -235,8 +233,11 @@ async def run(plan: Plan, logs: Path, console: Any, live_view: bool) -> RunOutco
             await runner.start_servers()
             if not runner.stop_requested.is_set():
                 for exp in plan.experiments:
-                    console.print(f"LoadExperiment {exp.name}: {exp.url}{exp.resource.spec.target.path} "
-                                  f"-> dashboard {exp.control_url}/")  # fmt: skip
+                    console.print(
+                        f"LoadExperiment {exp.name}: {exp.url}{exp.resource.spec.target.path} "
+                        f"-> dashboard {exp.control_url}/",
+                        soft_wrap=True,
+                    )
                 await runner.start_generators()
                 await runner.watch()
         except RuntimeError as exc:
@@ -250,11 +251,18 @@ async def run(plan: Plan, logs: Path, console: Any, live_view: bool) -> RunOutco
         if exp.name not in runner.generators:
             continue
         summary = _read_summary(exp.results_dir)
+        code = codes.get(exp.name)
+        if summary is None or code not in (0, 1, None, -2, -15, 130):
+            child = runner.generators[exp.name]
+            problem = f"{child.label} exited with code {code}:\n{child.output_tail()}"
+            outcome.error = f"{outcome.error}\n{problem}" if outcome.error else problem
         started = runner.started_at.get(exp.name, 0.0)
+        balancer = runner.balancers.get(exp.target_service or "")
+        if balancer is not None:
+            spread = {"backends": balancer.backends, "requests": balancer.counts}
+            (exp.results_dir / "balancer.json").write_text(json.dumps(spread, indent=2))
         service_samples = [s for s in runner.samples if s.service == exp.target_service]
         if service_samples:
             monitor.write_samples(exp.results_dir / "server_resources.csv", service_samples, started)
-        outcome.experiments.append(
-            ExperimentOutcome(exp, codes.get(exp.name), summary, verdict_of(exp, summary))
-        )
+        outcome.experiments.append(ExperimentOutcome(exp, codes.get(exp.name), summary, verdict_of(exp, summary)))
     return outcome

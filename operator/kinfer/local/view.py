@@ -80,5 +80,8 @@ def plain_lines(rows: list[Row]) -> list[str]:
 
 
 def make_console() -> Console:
-    """The console the view writes to (stdout)."""
-    return Console(highlight=False)
+    """The console the view writes to (stdout); wide when not a terminal, so log lines never wrap."""
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=200)
+    return console
