@@ -129,7 +129,7 @@ def test_ctrl_c_mid_run_leaves_no_process_and_a_valid_partial_report(tmp_path: P
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out
-    gone, alive = psutil.wait_procs(children, timeout=5)
+    _gone, alive = psutil.wait_procs(children, timeout=5)
     assert not alive, [p.pid for p in alive]
     summary = json.loads((results / "summary.json").read_text())
     assert summary["sent"] >= 20 and summary["durationS"] < 30
