@@ -1,0 +1,205 @@
+"""A run's configuration: validated once at start, frozen afterwards.
+
+Every problem is a :class:`ConfigError` whose message names the flag (or environment variable) and
+the value, so the command can print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import ValidationError
+
+from kinfer.api.durations import parse_duration
+from kinfer.api.schedule import Schedule, Stage
+from kinfer.loadgen.arrivals import ArrivalKind
+from kinfer.loadgen.httpclient import Target
+from kinfer.loadgen.payloads import PayloadError, PayloadSpec, Protocol, load_bodies
+
+DEFAULT_DURATION_S = 60.0
+
+
+class ConfigError(ValueError):
+    """Bad input; the message is one line naming the problem."""
+
+
+@dataclass(frozen=True)
+class LoadgenConfig:
+    """Everything ``kinfer loadgen`` was asked to do."""
+
+    url: str
+    target: Target
+    stages: list[Stage]
+    loop: bool
+    #: When sending ends, seconds after the start (``inf``: a looping schedule without --duration).
+    end: float
+    arrival: ArrivalKind = ArrivalKind.POISSON
+    seed: int | None = None
+    method: str = "GET"
+    payload: PayloadSpec = field(default_factory=lambda: PayloadSpec("none"))
+    protocol: Protocol = Protocol.RAW
+    input_name: str = "input"
+    timeout: float = 10.0
+    max_in_flight: int = 1000
+    window: float = 60.0
+    interval: float = 1.0
+    processes: int = 1
+    control_host: str = "0.0.0.0"
+    #: ``None``: no control API; 0: any free port.
+    control_port: int | None = 8089
+    output: Path | None = None
+    quiet: bool = False
+    linger: float = 0.0
+    slo_p99_ms: float | None = None
+    min_success_rate: float | None = None
+
+    @property
+    def window_records(self) -> int:
+        """How many records the window aggregates span."""
+        return max(1, round(self.window / self.interval))
+
+
+def parse_target(url: str, *, resolve: bool = True) -> Target:
+    """Validate an ``http(s)://host[:port]/path`` URL and resolve its host once, up front."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"invalid URL {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"invalid URL {url!r}: expected http://host[:port]/path or https://...")
+    host = parts.hostname
+    port = port or (443 if parts.scheme == "https" else 80)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    address = host
+    if resolve:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise ConfigError(f"cannot resolve host {host!r} of URL {url!r}: {exc}") from None
+        address = str(infos[0][4][0])
+    return Target(parts.scheme, host, port, path, address)
+
+
+def load_schedule(path: Path) -> Schedule:
+    """Read a YAML or JSON schedule file (a list of stages, or ``{stages, loop}``)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read --schedule {str(path)!r}: {exc.strerror}") from None
+    try:
+        data: Any = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"malformed --schedule {str(path)!r}: {first}") from None
+    try:
+        return Schedule.from_data(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "schedule"
+        raise ConfigError(f"malformed --schedule {str(path)!r}: {where}: {err['msg']}") from None
+
+
+def duration_arg(name: str, value: str | float | None, *, positive: bool = True) -> float | None:
+    """Parse a duration flag; ``positive`` refuses zero."""
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    if positive and seconds <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+    return seconds
+
+
+def build_config(args: dict[str, Any], *, resolve: bool = True) -> LoadgenConfig:
+    """Validate parsed flags (names as argparse ``dest``) into a :class:`LoadgenConfig`."""
+    url = args.get("url")
+    if not url:
+        raise ConfigError("missing URL (positional argument or KINFER_LOADGEN_URL)")
+    target = parse_target(url, resolve=resolve)
+
+    rps, schedule_file = args.get("rps"), args.get("schedule")
+    if rps is not None and schedule_file is not None:
+        raise ConfigError("give --rps or --schedule, not both")
+    duration = duration_arg("--duration", args.get("duration"))
+    if schedule_file is not None:
+        schedule = load_schedule(Path(schedule_file))
+        stages, loop = schedule.stages, schedule.loop
+        end = duration if duration is not None else math.inf if loop else schedule.duration_s
+    else:
+        if rps is None:
+            raise ConfigError("give a rate: --rps N or --schedule FILE")
+        if not math.isfinite(rps) or rps < 0:
+            raise ConfigError(f"--rps must be a number >= 0, got {rps!r}")
+        end = duration if duration is not None else DEFAULT_DURATION_S
+        stages, loop = [Stage(rps=rps, duration=f"{end:.6f}s")], False
+
+    try:
+        payload = PayloadSpec.parse(args.get("payload") or "none")
+    except PayloadError as exc:
+        raise ConfigError(str(exc)) from None
+    protocol = Protocol(args.get("protocol") or "raw")
+    method = (args.get("method") or ("GET" if payload.kind == "none" else "POST")).upper()
+    if protocol is Protocol.V2 and method != "POST":
+        raise ConfigError(f"--protocol v2 sends POST requests, not --method {method}")
+    input_name = args.get("input_name") or "input"
+    try:
+        load_bodies(payload, protocol, input_name)
+    except PayloadError as exc:
+        raise ConfigError(str(exc)) from None
+
+    timeout_ms = args.get("timeout_ms")
+    timeout = 10.0 if timeout_ms is None else timeout_ms / 1000.0
+    if not timeout > 0:
+        raise ConfigError(f"--timeout-ms must be > 0, got {timeout_ms!r}")
+    positive_ints = {"--max-in-flight": "max_in_flight", "--processes": "processes"}
+    for flag, key in positive_ints.items():
+        if args.get(key) is not None and args[key] < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {args[key]!r}")
+    port = args.get("control_port")
+    if port is not None and not -1 <= port <= 65535:
+        raise ConfigError(f"--control-port must be 0..65535 (or -1 for none), got {port!r}")
+    rate = args.get("min_success_rate")
+    if rate is not None and not 0 <= rate <= 1:
+        raise ConfigError(f"--min-success-rate must be between 0 and 1, got {rate!r}")
+    slo_p99 = args.get("slo_p99_ms")
+    if slo_p99 is not None and not slo_p99 > 0:
+        raise ConfigError(f"--slo-p99-ms must be > 0, got {slo_p99!r}")
+    output = args.get("output")
+
+    return LoadgenConfig(
+        url=url,
+        target=target,
+        stages=list(stages),
+        loop=loop,
+        end=end,
+        arrival=ArrivalKind(args.get("arrival") or "poisson"),
+        seed=args.get("seed"),
+        method=method,
+        payload=payload,
+        protocol=protocol,
+        input_name=input_name,
+        timeout=timeout,
+        max_in_flight=args.get("max_in_flight") or 1000,
+        window=duration_arg("--window", args.get("window")) or 60.0,
+        interval=duration_arg("--interval", args.get("interval")) or 1.0,
+        processes=args.get("processes") or 1,
+        control_host=args.get("control_host") or "0.0.0.0",
+        control_port=None if port == -1 else (8089 if port is None else port),
+        output=Path(output) if output else None,
+        quiet=bool(args.get("quiet")),
+        linger=duration_arg("--linger", args.get("linger"), positive=False) or 0.0,
+        slo_p99_ms=slo_p99,
+        min_success_rate=rate,
+    )

@@ -1,0 +1,204 @@
+"""The control API (aiohttp, on the generator's event loop) and the live dashboard.
+
+JSON endpoints (DESIGN.md §6): ``GET /api/status``, ``GET /api/records?since=N``,
+``POST /api/intensity {"rps": N|null}``, ``POST /api/stop``; the 2019 seed's URLs as aliases;
+``GET /metrics`` (Prometheus) and ``GET /`` (dashboard; its charting library is the ``plotly``
+package's bundled plotly.js, served at ``/static/plotly.min.js``).
+Bad requests answer 400 ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from kinfer.loadgen.metrics import registry_for
+from kinfer.loadgen.runner import Run, validate_rps
+
+
+class BadRequest(Exception):
+    """A client error: answered 400 with ``{"error": message}``."""
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except BadRequest as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+
+
+@functools.cache
+def plotly_js() -> bytes:
+    """plotly.js as shipped inside the ``plotly`` Python package (read once)."""
+    from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
+
+    return str(get_plotlyjs()).encode()
+
+
+@functools.cache
+def dashboard_html() -> bytes:
+    """The dashboard page (a package resource)."""
+    return resources.files("kinfer.loadgen").joinpath("dashboard.html").read_bytes()
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise BadRequest(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def _intensity_param(request: web.Request) -> float | None:
+    raw = request.query.get("intensity")
+    if raw is None:
+        return None
+    try:
+        return validate_rps(float(raw))
+    except ValueError as exc:
+        raise BadRequest(f"invalid intensity {raw!r}: {exc}") from None
+
+
+class ControlServer:
+    """Serves one :class:`Run`'s control API on ``host:port`` (port 0: any free port)."""
+
+    def __init__(self, run: Run, host: str, port: int) -> None:
+        self.run = run
+        self.host = host
+        self.port = port
+        self.registry = registry_for(run)
+        self.app = web.Application(middlewares=[_errors])
+        r = self.app.router
+        r.add_get("/", self.dashboard)
+        r.add_get("/static/plotly.min.js", self.plotly)
+        r.add_get("/api/status", self.status)
+        r.add_get("/api/records", self.records)
+        r.add_post("/api/intensity", self.intensity)
+        r.add_post("/api/stop", self.stop)
+        r.add_get("/metrics", self.metrics)
+        # the 2019 seed's URLs
+        r.add_get("/startOnlineQuery.do", self.seed_set_intensity)
+        r.add_get("/setIntensity.do", self.seed_set_intensity)
+        r.add_get("/stopOnlineQuery.do", self.stop)
+        r.add_get("/goOnlineQuery.do", self.seed_dashboard)
+        r.add_get("/getOnlineQueryTime.do", self.seed_query_time)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        """Bind and serve; ``url`` then holds the actual address."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.port = port
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        self.url = f"http://{shown}:{port}/"
+
+    async def close(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- handlers ---------------------------------------------------------------------------------
+
+    async def dashboard(self, request: web.Request) -> web.Response:
+        return web.Response(body=dashboard_html(), content_type="text/html")
+
+    async def plotly(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=plotly_js(),
+            content_type="application/javascript",
+            headers={"Cache-Control": "max-age=86400"},
+        )
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(_finite(self.run.status()))
+
+    async def records(self, request: web.Request) -> web.Response:
+        since = _int_param(request, "since", 0)
+        records = self.run.recorder.records[since:]
+        return web.json_response(
+            {
+                "records": [r.to_json() for r in records],
+                "next": since + len(records),
+                "phase": self.run.phase.value,
+            }
+        )
+
+    async def intensity(self, request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.text())
+        except ValueError:
+            raise BadRequest("body must be JSON: {\"rps\": N} or {\"rps\": null}") from None
+        if not isinstance(body, dict) or "rps" not in body:
+            raise BadRequest("body must be a JSON object with 'rps'")
+        try:
+            rps = validate_rps(body["rps"])
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        self.run.set_intensity(rps)
+        return web.json_response({"intensity": rps, "targetRPS": self._target()})
+
+    async def stop(self, request: web.Request) -> web.Response:
+        self.run.stop()
+        return web.json_response({"phase": self.run.phase.value, "stopping": True})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest(self.registry))
+        resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return resp
+
+    async def seed_set_intensity(self, request: web.Request) -> web.Response:
+        rps = _intensity_param(request)
+        if rps is None:
+            raise BadRequest("intensity query parameter required, e.g. ?intensity=20")
+        self.run.set_intensity(rps)
+        return web.json_response({"intensity": rps, "targetRPS": self._target()})
+
+    async def seed_dashboard(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/")
+
+    async def seed_query_time(self, request: web.Request) -> web.Response:
+        """The seed's field names: SR in percent, queryTime = last record's p99, avg99th its window mean."""
+        s = self.run.status()
+        sr = s.get("serviceRate")
+        return web.json_response(
+            {
+                "realRPS": s.get("realRPS", 0.0),
+                "realQPS": s.get("realQPS", 0.0),
+                "avgRPS": s.get("avgRPS", 0.0),
+                "avgQPS": s.get("avgQPS", 0.0),
+                "SR": None if sr is None else round(sr * 100, 2),
+                "queryTime": s.get("p99Ms"),
+                "avg99th": s.get("avg99thMs"),
+            }
+        )
+
+    def _target(self) -> float:
+        return round(self.run.plan.target(self.run.elapsed()), 3)
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no Infinity/NaN: replace them by null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
