@@ -1,0 +1,74 @@
+"""Client of the load generator's control API (``GET /api/status``, ``POST /api/intensity``, ``/api/stop``).
+
+The operator reaches each generator pod at ``http://<status.podIP>:<spec.controlPort>``, as a
+controller in the cluster would; tests that play the kubelet set ``podIP`` to the loopback address the
+real generator listens on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+
+TIMEOUT = aiohttp.ClientTimeout(total=2.0)
+
+
+class Unreachable(Exception):
+    """A generator did not answer (or answered an error)."""
+
+
+def control_urls(pods: Sequence[Mapping[str, Any]], port: int) -> list[str]:
+    """Base URLs of the generator pods that run and have an IP, in a stable order."""
+    out = []
+    for pod in sorted(pods, key=lambda p: (p.get("metadata") or {}).get("name", "")):
+        status = pod.get("status") or {}
+        if status.get("phase") == "Running" and status.get("podIP"):
+            out.append(f"http://{status['podIP']}:{port}")
+    return out
+
+
+class Generators:
+    """One aiohttp session for talking to one experiment's generator pods."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Generators:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=TIMEOUT)
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session."""
+        if self._session is not None:
+            await self._session.close()
+
+    async def _call(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
+        try:
+            async with self._client().request(method, url, json=body) as response:
+                if response.status >= 400:
+                    raise Unreachable(f"{method} {url}: HTTP {response.status}: {await response.text()}")
+                data: dict[str, Any] = await response.json()
+                return data
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise Unreachable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+
+    async def status(self, base: str) -> dict[str, Any]:
+        """``GET /api/status``."""
+        return await self._call("GET", f"{base}/api/status")
+
+    async def set_intensity(self, base: str, rps: float | None) -> dict[str, Any]:
+        """``POST /api/intensity {"rps": rps}`` (``None``: back to the schedule)."""
+        return await self._call("POST", f"{base}/api/intensity", {"rps": rps})
+
+    async def stop(self, base: str) -> dict[str, Any]:
+        """``POST /api/stop`` (a second call after the run also ends the generator's linger)."""
+        return await self._call("POST", f"{base}/api/stop")

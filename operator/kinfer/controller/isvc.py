@@ -1,0 +1,192 @@
+"""InferenceService handlers: pods ``<name>-pod0..N-1`` + a Service, kept converged and reported.
+
+One :func:`reconcile` does everything and is idempotent (deterministic names, create-if-absent), so it
+is safe to call from any trigger: the resource's create/update/resume, any event of one of its pods
+(a pod deleted → recreated; a pod ready → status), and a slow safety-net timer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from kinfer.api import GROUP, VERSION, InferenceService
+from kinfer.api.manifests import describe_validation_error
+from kinfer.controller import isvc_build as build
+from kinfer.controller.conditions import differs, set_condition
+from kinfer.controller.kube import ISVC, POD, SERVICE, KubeError
+from kinfer.controller.meta import SERVICE_LABEL
+from kinfer.controller.runtime import REGISTRY, Runtime, event, runtime
+
+log = logging.getLogger("kinfer.operator.inferenceservice")
+RESOURCE = (GROUP, VERSION, "inferenceservices")
+
+
+class SpecInvalid(kopf.PermanentError):
+    """The spec cannot be run; the message names the field."""
+
+
+def parse(body: Mapping[str, Any]) -> InferenceService:
+    """The typed resource; an invalid spec is a :class:`SpecInvalid` naming the field."""
+    doc = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
+    try:
+        return InferenceService.model_validate(doc)
+    except ValidationError as exc:
+        raise SpecInvalid(describe_validation_error(exc)) from None
+
+
+async def _fail(rt: Runtime, body: Mapping[str, Any], reason: str, message: str) -> None:
+    meta = body["metadata"]
+    current = body.get("status") or {}
+    status = {
+        "phase": "Failed",
+        "conditions": set_condition(current.get("conditions"), "Ready", False, reason, message),
+        "observedGeneration": meta.get("generation"),
+    }
+    if differs(current, {k: v for k, v in status.items() if k != "conditions"}) or differs(
+        {"r": current.get("conditions")}, {"r": status["conditions"]}
+    ):
+        await rt.kube.patch_status(ISVC, meta["namespace"], meta["name"], status)
+        event(body, warning=True, reason=reason, message=message)
+
+
+async def reconcile(rt: Runtime, body: Mapping[str, Any]) -> str:
+    """Converge pods and Service to the spec and write the status; returns the phase."""
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    async with rt.locks[key]:
+        try:
+            isvc = parse(body)
+            build.check_host_paths(isvc, rt.settings)
+        except SpecInvalid as exc:
+            await _fail(rt, body, "InvalidSpec", str(exc))
+            rt.metrics.reconciles.labels("InferenceService", "failed").inc()
+            raise
+        except build.SpecRefused as exc:
+            await _fail(rt, body, exc.reason, str(exc))
+            rt.metrics.reconciles.labels("InferenceService", "failed").inc()
+            raise kopf.PermanentError(str(exc)) from None
+        try:
+            phase = await _converge(rt, body, isvc)
+        except KubeError as exc:
+            rt.metrics.reconciles.labels("InferenceService", "retry").inc()
+            raise kopf.TemporaryError(f"API call failed: {exc}", delay=5) from exc
+        rt.metrics.reconciles.labels("InferenceService", "ok").inc()
+        return phase
+
+
+async def _ensure_service(rt: Runtime, body: Mapping[str, Any], isvc: InferenceService) -> dict[str, Any]:
+    desired = build.build_service(isvc)
+    service, created = await rt.kube.ensure(desired)
+    if created:
+        event(body, reason="ServiceCreated", message=f"Created Service {isvc.name}")
+        return service
+    spec = service.get("spec") or {}
+    want = desired["spec"]
+    have_port: dict[str, Any] = next(iter(spec.get("ports") or []), {})
+    want_port = want["ports"][0]
+    if (
+        spec.get("type") != want["type"]
+        or have_port.get("port") != want_port["port"]
+        or ("nodePort" in want_port and have_port.get("nodePort") != want_port["nodePort"])
+    ):
+        service = await rt.kube.patch(SERVICE, isvc.namespace, isvc.name, {"spec": want})
+        event(body, reason="ServiceUpdated", message=f"Updated Service {isvc.name}")
+    return service
+
+
+async def _converge(rt: Runtime, body: Mapping[str, Any], isvc: InferenceService) -> str:
+    ns, name = isvc.namespace, isvc.name
+    service = await _ensure_service(rt, body, isvc)
+    pods = await rt.kube.list(POD, ns, build.selector(name))
+    plan = build.plan_pods(isvc, pods, build.template_hash(isvc, rt.settings))
+    for index in plan.create:
+        _, created = await rt.kube.ensure(build.build_pod(isvc, index, rt.settings))
+        if created:
+            event(body, reason="PodCreated", message=f"Created pod {build.pod_name(name, index)}")
+    for pod in plan.delete:
+        if await rt.kube.delete(POD, ns, pod):
+            event(body, reason="PodDeleted", message=f"Deleted pod {pod} (scale down or spec change)")
+    if not plan.empty:
+        pods = await rt.kube.list(POD, ns, build.selector(name))
+
+    observed = build.observe(isvc, pods)
+    current = body.get("status") or {}
+    status: dict[str, Any] = {
+        "phase": observed.phase,
+        "replicas": observed.existing,
+        "readyReplicas": observed.ready,
+        "workers": isvc.spec.workers,
+        "endpoint": build.endpoint(pods, service),
+        "serviceURL": build.service_url(isvc, rt.settings),
+        "pods": [build.pod_status(p).wire() for p in sorted(pods, key=_name)],
+        "observedGeneration": body["metadata"].get("generation"),
+    }
+    conditions = set_condition(
+        current.get("conditions"), "Ready", observed.phase == "Ready", observed.reason, observed.message
+    )
+    if differs(current, status) or differs({"c": current.get("conditions")}, {"c": conditions}):
+        status["conditions"] = conditions
+        await rt.kube.patch_status(ISVC, ns, name, status)
+        if current.get("phase") != observed.phase:
+            event(body, reason=observed.phase, message=observed.message)
+    rt.metrics.ready_replicas.labels(ns, name).set(observed.ready)
+    return observed.phase
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+# --- kopf handlers (thin) ----------------------------------------------------------------------------
+
+
+@kopf.on.resume(*RESOURCE, registry=REGISTRY)
+@kopf.on.create(*RESOURCE, registry=REGISTRY)
+@kopf.on.update(*RESOURCE, registry=REGISTRY)
+async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Spec created, changed, or seen again after an operator restart: converge."""
+    await reconcile(runtime(memo), body)
+
+
+@kopf.timer(*RESOURCE, registry=REGISTRY, interval=30.0, idle=10.0)
+async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Safety net for missed pod events (events are the fast path)."""
+    rt = runtime(memo)
+    with contextlib.suppress(kopf.PermanentError):  # already reported in status; never escalate it
+        await reconcile(rt, body)
+
+
+@kopf.on.event("v1", "pods", labels={SERVICE_LABEL: kopf.PRESENT}, registry=REGISTRY)
+async def on_pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A server pod changed or vanished: recreate it if needed and refresh the owner's status."""
+    rt = runtime(memo)
+    owner = (body.get("metadata", {}).get("labels") or {}).get(SERVICE_LABEL)
+    namespace = body.get("metadata", {}).get("namespace")
+    if not owner or not namespace:
+        return
+    isvc = await rt.kube.get(ISVC, namespace, owner)
+    if isvc is None or isvc["metadata"].get("deletionTimestamp"):
+        return
+    try:
+        await reconcile(rt, isvc)
+    except (kopf.PermanentError, kopf.TemporaryError) as exc:
+        log.info("reconcile of %s/%s after a pod event: %s", namespace, owner, exc)
+
+
+@kopf.on.delete(*RESOURCE, registry=REGISTRY, optional=True)
+async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Remove pods and Service now (owner references garbage-collect them anyway)."""
+    rt = runtime(memo)
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    for pod in await rt.kube.list(POD, ns, build.selector(name)):
+        await rt.kube.delete(POD, ns, pod["metadata"]["name"])
+    await rt.kube.delete(SERVICE, ns, name)
+    with contextlib.suppress(KeyError):
+        rt.metrics.ready_replicas.remove(ns, name)
+    rt.locks.pop((ns, name), None)

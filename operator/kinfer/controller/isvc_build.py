@@ -1,0 +1,343 @@
+"""Pure builders for an InferenceService: server pods, the Service, and the status from what exists.
+
+Nothing here talks to the API; every function maps typed input to plain manifests (dicts), so the
+unit tests compare full expected objects and validate them against the Kubernetes 1.32 schemas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kinfer.api import InferenceService
+from kinfer.api.common import Resources
+from kinfer.api.inferenceservice import KNOWN_MODELS, PodStatus
+from kinfer.controller.meta import (
+    REPLICA_LABEL,
+    SERVICE_LABEL,
+    TEMPLATE_HASH,
+    content_hash,
+    fmt_number,
+    owner_reference,
+    standard_labels,
+)
+from kinfer.controller.settings import Settings
+
+CONTAINER = "server"
+COMPONENT = "model-server"
+READY_PATH = "/v2/health/ready"
+LIVE_PATH = "/v2/health/live"
+
+
+class SpecRefused(ValueError):
+    """The spec is valid by the schema but the operator will not run it; ``field`` names what."""
+
+    def __init__(self, field: str, reason: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = reason
+
+
+def pod_name(name: str, index: int) -> str:
+    """``<name>-pod<index>``, as the seed named its pod."""
+    return f"{name}-pod{index}"
+
+
+def pod_index(name: str, pod: str) -> int | None:
+    """The index of a pod named by :func:`pod_name`, else ``None``."""
+    prefix = f"{name}-pod"
+    rest = pod.removeprefix(prefix)
+    return int(rest) if pod.startswith(prefix) and rest.isdigit() else None
+
+
+def selector(name: str) -> dict[str, str]:
+    """Labels that select the server pods of one InferenceService."""
+    return {SERVICE_LABEL: name}
+
+
+def check_host_paths(isvc: InferenceService, settings: Settings) -> None:
+    """Refuse hostPath volumes outside the operator's allow-list (raises :class:`SpecRefused`)."""
+    for index, volume in enumerate(isvc.spec.volumes or []):
+        if not settings.hostpath_allowed(volume.host_path):
+            allowed = ", ".join(settings.hostpath_allow) or "none"
+            raise SpecRefused(
+                f"spec.volumes[{index}].hostPath",
+                "HostPathNotAllowed",
+                f"host path {volume.host_path!r} of volume {volume.name!r} is outside the operator's "
+                f"allow-list (KINFER_OPERATOR_HOSTPATH_ALLOW: {allowed})",
+            )
+
+
+def server_args(isvc: InferenceService) -> list[str]:
+    """``kinfer serve`` arguments for the spec (DESIGN §9)."""
+    spec = isvc.spec
+    model = spec.model
+    args = ["serve", "--format", model.format, "--model-name", model.name]
+    if model.path:
+        args += ["--model", model.path]
+    if model.name in KNOWN_MODELS:
+        args += ["--known-model", model.name]
+    if model.task:
+        args += ["--task", model.task]
+    if model.inputs:
+        args += ["--inputs", ",".join(model.inputs)]
+    if model.outputs:
+        args += ["--outputs", ",".join(model.outputs)]
+    if model.input_size:
+        args += ["--input-size", ",".join(str(v) for v in model.input_size)]
+    if model.preprocess:
+        args += ["--preprocess", model.preprocess]
+    if model.delay_ms is not None:
+        args += ["--delay-ms", fmt_number(model.delay_ms)]
+    if model.delay_distribution:
+        args += ["--delay-distribution", model.delay_distribution]
+    if spec.dataset:
+        args += ["--dataset", spec.dataset]
+    args += ["--workers", str(spec.workers), "--threads", str(spec.threads)]
+    batching = spec.batching_or_default
+    args += ["--max-batch-size", str(batching.max_batch_size)]
+    args += ["--max-delay-ms", fmt_number(batching.max_delay_ms)]
+    if spec.gpu and spec.gpu.memory_fraction is not None:
+        args += ["--memory-fraction", fmt_number(spec.gpu.memory_fraction)]
+    args += ["--host", "0.0.0.0", "--port", str(spec.port)]
+    return args
+
+
+def _resources(resources: Resources | None, gpus: int | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if resources is not None:
+        for part in ("requests", "limits"):
+            amounts = getattr(resources, part)
+            if amounts is not None:
+                values = {k: str(v) for k, v in amounts.wire().items()}
+                if values:
+                    out[part] = values
+    if gpus is not None:
+        out.setdefault("limits", {})["nvidia.com/gpu"] = str(gpus)
+    return out
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def pod_spec(isvc: InferenceService, settings: Settings) -> dict[str, Any]:
+    """The pod's ``spec`` (everything the template hash covers)."""
+    spec = isvc.spec
+    image = spec.image if "image" in spec.model_fields_set else settings.server_image
+    env: list[dict[str, str]] = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
+    gpus: int | None = None
+    if spec.gpu is not None:
+        if spec.gpu.devices is not None:
+            env.append({"name": "CUDA_VISIBLE_DEVICES", "value": spec.gpu.devices})
+        gpus = spec.gpu.count
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "command": ["kinfer"],
+        "args": server_args(isvc),
+        "env": env,
+        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+        # Model loading (TensorFlow graph + warm-up in every worker) can take minutes: the startup
+        # probe gives it five before liveness counts; readiness is the server's own "loaded" flag.
+        "startupProbe": _probe(LIVE_PATH, 5, 60),
+        "readinessProbe": _probe(READY_PATH, 5, 3),
+        "livenessProbe": _probe(LIVE_PATH, 10, 6),
+    }
+    resources = _resources(spec.resources, gpus)
+    if resources:
+        container["resources"] = resources
+    volumes = spec.volumes or []
+    if volumes:
+        container["volumeMounts"] = [
+            {"name": v.name, "mountPath": v.mount_path, "readOnly": v.read_only} for v in volumes
+        ]
+    out: dict[str, Any] = {"restartPolicy": "Always", "containers": [container]}
+    if volumes:
+        out["volumes"] = [{"name": v.name, "hostPath": {"path": v.host_path}} for v in volumes]
+    if spec.node_name:
+        out["nodeName"] = spec.node_name
+    if spec.node_selector:
+        out["nodeSelector"] = dict(spec.node_selector)
+    return out
+
+
+def template_hash(isvc: InferenceService, settings: Settings) -> str:
+    """Hash of the pod template: a pod whose annotation differs is outdated and gets replaced."""
+    return content_hash(pod_spec(isvc, settings))
+
+
+def _owner(isvc: InferenceService) -> dict[str, Any]:
+    return owner_reference("InferenceService", isvc.name, isvc.metadata.uid or "")
+
+
+def build_pod(isvc: InferenceService, index: int, settings: Settings) -> dict[str, Any]:
+    """Server pod ``<name>-pod<index>``."""
+    spec = pod_spec(isvc, settings)
+    labels = {
+        **standard_labels("kinfer-model-server", isvc.name, COMPONENT),
+        SERVICE_LABEL: isvc.name,
+        REPLICA_LABEL: str(index),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(isvc.name, index),
+            "namespace": isvc.namespace,
+            "labels": labels,
+            "annotations": {TEMPLATE_HASH: content_hash(spec)},
+            "ownerReferences": [_owner(isvc)],
+        },
+        "spec": spec,
+    }
+
+
+def build_service(isvc: InferenceService) -> dict[str, Any]:
+    """The Service in front of the pods (NodePort by default, as the seed exposed its server)."""
+    svc = isvc.spec.service_or_default
+    port: dict[str, Any] = {"name": "http", "port": isvc.spec.port, "targetPort": "http", "protocol": "TCP"}
+    if svc.type == "NodePort" and svc.node_port is not None:
+        port["nodePort"] = svc.node_port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": isvc.name,
+            "namespace": isvc.namespace,
+            "labels": {**standard_labels("kinfer-model-server", isvc.name, COMPONENT), SERVICE_LABEL: isvc.name},
+            "ownerReferences": [_owner(isvc)],
+        },
+        "spec": {"type": svc.type, "selector": selector(isvc.name), "ports": [port]},
+    }
+
+
+def service_url(isvc: InferenceService, settings: Settings) -> str:
+    """In-cluster URL of the Service (what a LoadExperiment's generator sends to)."""
+    return f"http://{isvc.name}.{isvc.namespace}.svc.{settings.cluster_domain}:{isvc.spec.port}"
+
+
+# --- reconcile plan --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do to converge the pods: create these, delete those (one replacement at a time)."""
+
+    create: tuple[int, ...] = ()
+    delete: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to do."""
+        return not self.create and not self.delete
+
+
+def is_ready(pod: Mapping[str, Any]) -> bool:
+    """The pod's Ready condition is True and it is not being deleted."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def plan_pods(isvc: InferenceService, pods: Sequence[Mapping[str, Any]], wanted_hash: str) -> Plan:
+    """Create missing pods, delete surplus ones, and replace at most one outdated pod at a time.
+
+    A replacement is only started when every other wanted pod is ready, so a multi-replica service
+    keeps serving through a spec change; a single replica is replaced at once. Pods being deleted
+    count as present (their name is still taken) but never as ready.
+    """
+    by_index: dict[int, Mapping[str, Any]] = {}
+    delete: list[str] = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        index = pod_index(isvc.name, meta.get("name", ""))
+        if index is None:
+            continue
+        if index >= isvc.spec.replicas:
+            if not meta.get("deletionTimestamp"):
+                delete.append(meta["name"])
+            continue
+        by_index[index] = pod
+    create = tuple(i for i in range(isvc.spec.replicas) if i not in by_index)
+    outdated = sorted(
+        i
+        for i, pod in by_index.items()
+        if not (pod.get("metadata") or {}).get("deletionTimestamp")
+        and ((pod.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_HASH) != wanted_hash
+    )
+    replacing = any((p.get("metadata") or {}).get("deletionTimestamp") for p in by_index.values())
+    if outdated and not create and not replacing:
+        others_ready = all(is_ready(p) for i, p in by_index.items() if i != outdated[0])
+        if others_ready or isvc.spec.replicas == 1:
+            delete.append(pod_name(isvc.name, outdated[0]))
+    return Plan(create=create, delete=tuple(sorted(delete)))
+
+
+# --- status ----------------------------------------------------------------------------------------
+
+
+def pod_status(pod: Mapping[str, Any]) -> PodStatus:
+    """One pod as status.pods[] shows it."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    return PodStatus(
+        name=meta.get("name", ""),
+        phase="Terminating" if meta.get("deletionTimestamp") else status.get("phase", "Pending"),
+        ready=is_ready(pod),
+        node=(pod.get("spec") or {}).get("nodeName") or status.get("hostIP"),
+        pod_ip=status.get("podIP"),
+    )
+
+
+def node_port_of(service: Mapping[str, Any] | None) -> int | None:
+    """The (fixed or allocated) node port of the Service, if any."""
+    if not service or (service.get("spec") or {}).get("type") != "NodePort":
+        return None
+    for port in (service.get("spec") or {}).get("ports") or []:
+        if port.get("nodePort"):
+            return int(port["nodePort"])
+    return None
+
+
+def endpoint(pods: Sequence[Mapping[str, Any]], service: Mapping[str, Any] | None) -> str | None:
+    """``http://<nodeIP>:<nodePort>`` from the first ready pod's host IP (NodePort services only)."""
+    node_port = node_port_of(service)
+    if node_port is None:
+        return None
+    for pod in sorted(pods, key=lambda p: (p.get("metadata") or {}).get("name", "")):
+        host_ip = (pod.get("status") or {}).get("hostIP")
+        if is_ready(pod) and host_ip:
+            return f"http://{host_ip}:{node_port}"
+    return None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The service's phase and readiness summary, computed from its pods."""
+
+    phase: str
+    ready: int
+    existing: int
+    reason: str
+    message: str
+
+
+def observe(isvc: InferenceService, pods: Sequence[Mapping[str, Any]]) -> Observed:
+    """Phase Ready (all wanted pods ready), Degraded (some), Pending (none yet)."""
+    wanted = isvc.spec.replicas
+    own = [p for p in pods if (pod_index(isvc.name, (p.get("metadata") or {}).get("name", "")) or 0) < wanted]
+    ready = sum(1 for p in own if is_ready(p))
+    existing = len(pods)
+    if ready >= wanted:
+        return Observed("Ready", ready, existing, "AllReplicasReady", f"{ready}/{wanted} pods ready")
+    if ready > 0:
+        return Observed("Degraded", ready, existing, "ReplicasNotReady", f"{ready}/{wanted} pods ready")
+    return Observed("Pending", ready, existing, "PodsNotReady", f"0/{wanted} pods ready")

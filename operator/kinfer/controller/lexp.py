@@ -1,0 +1,351 @@
+"""LoadExperiment handlers: a daemon per experiment runs the phase machine; field handlers push changes.
+
+The daemon waits for the target, creates the one generator Job (create-if-absent under a deterministic
+name, so restarts never duplicate it), then polls the generators' control API every ``recordInterval``
+and writes ONE status patch per interval; on completion it writes the stage table, the ``SLOMet``
+condition and the results ConfigMap. ``spec.intensity`` changes are pushed at once by a field handler
+(and re-checked by the daemon every interval, which also covers a generator that started later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from kinfer.api import GROUP, VERSION, LoadExperiment
+from kinfer.api.manifests import describe_validation_error
+from kinfer.controller import lexp_build as build
+from kinfer.controller import lexp_status as merge
+from kinfer.controller.conditions import differs, find, set_condition
+from kinfer.controller.generator import Generators, Unreachable, control_urls
+from kinfer.controller.kube import CONFIGMAP, ISVC, JOB, LEXP, POD, KubeError
+from kinfer.controller.meta import EXPERIMENT_LABEL
+from kinfer.controller.phases import Observation, Phase, next_phase
+from kinfer.controller.runtime import REGISTRY, Runtime, event, runtime
+
+log = logging.getLogger("kinfer.operator.loadexperiment")
+RESOURCE = (GROUP, VERSION, "loadexperiments")
+#: How often a waiting experiment looks at its target again, seconds.
+TARGET_POLL_S = 1.0
+
+
+class SpecInvalid(kopf.PermanentError):
+    """The spec cannot be run; the message names the field."""
+
+
+def plain(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep plain-dict copy of a kopf body or view (they are live mappings in daemons)."""
+    result: dict[str, Any] = json.loads(json.dumps(obj, default=dict))
+    return result
+
+
+def parse(body: Mapping[str, Any]) -> LoadExperiment:
+    """The typed resource; an invalid spec is a :class:`SpecInvalid` naming the field."""
+    doc = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
+    try:
+        return LoadExperiment.model_validate(doc)
+    except ValidationError as exc:
+        raise SpecInvalid(describe_validation_error(exc)) from None
+
+
+@dataclass
+class RunState:
+    """What one daemon remembers between rounds (lost on restart; the status holds the rest)."""
+
+    last: dict[str, Any] | None = None
+    failures: int = 0
+    stop_sent: bool = False
+    patches: int = 0
+    urls: list[str] = field(default_factory=list)
+
+
+class Experiment:
+    """One round of the phase machine for one experiment."""
+
+    def __init__(self, rt: Runtime, body: Mapping[str, Any], gens: Generators, state: RunState) -> None:
+        self.rt = rt
+        self.raw = plain(body)
+        self.gens = gens
+        self.state = state
+        self.status: dict[str, Any] = self.raw.get("status") or {}
+        meta = self.raw["metadata"]
+        self.ns: str = meta["namespace"]
+        self.name: str = meta["name"]
+
+    async def patch(self, status: dict[str, Any]) -> None:
+        """The one status write of this round."""
+        status["observedGeneration"] = self.raw["metadata"].get("generation")
+        await self.rt.kube.patch_status(LEXP, self.ns, self.name, status)
+        self.state.patches += 1
+
+    def condition(self, type_: str, ok: bool | str, reason: str, message: str) -> list[dict[str, Any]]:
+        """The status conditions with one set (kept across the round's patch)."""
+        conditions = set_condition(self.status.get("conditions"), type_, ok, reason, message)
+        self.status["conditions"] = conditions
+        return conditions
+
+    async def step(self) -> float | None:
+        """Run one round; the seconds until the next one, or ``None`` when the daemon is done."""
+        try:
+            lexp = parse(self.raw)
+        except SpecInvalid as exc:
+            await self.fail("InvalidSpec", str(exc))
+            return None
+        current = Phase.of(self.status.get("phase"))
+        if current.terminal:
+            self.rt.metrics.forget_experiment(self.ns, self.name)
+            return None
+        job = await self.rt.kube.get(JOB, self.ns, build.job_name(self.name))
+        match current:
+            case Phase.PENDING | Phase.WAITING_FOR_TARGET:
+                return await self.start(lexp, current, job)
+            case Phase.RUNNING:
+                return await self.watch(lexp, job)
+        return None
+
+    async def fail(self, reason: str, message: str) -> None:
+        """Phase Failed with the reason in the Progressing condition."""
+        if (
+            self.status.get("phase") == Phase.FAILED
+            and (find(self.status.get("conditions"), "Progressing") or {}).get("reason") == reason
+        ):
+            return
+        await self.patch(
+            {"phase": Phase.FAILED.value, "conditions": self.condition("Progressing", False, reason, message)}
+        )
+        event(self.raw, warning=True, reason=reason, message=message)
+
+    # --- Pending / WaitingForTarget -------------------------------------------------------------
+
+    async def start(self, lexp: LoadExperiment, current: Phase, job: dict[str, Any] | None) -> float | None:
+        target = build.Target(None)
+        if job is None:
+            isvc = None
+            if lexp.spec.target.service is not None:
+                isvc = await self.rt.kube.get(ISVC, self.ns, lexp.spec.target.service)
+            target = build.resolve_target(lexp, isvc)
+        seen = Observation(
+            job_exists=job is not None, target_ready=target.url is not None, stop_requested=lexp.spec.stop
+        )
+        phase = next_phase(current, seen)
+        match phase:
+            case Phase.WAITING_FOR_TARGET:
+                desired = {"phase": phase.value}
+                conditions = self.condition("Progressing", False, target.reason, target.message)
+                if differs(self.raw.get("status"), desired) or differs(
+                    {"c": (self.raw.get("status") or {}).get("conditions")}, {"c": conditions}
+                ):
+                    await self.patch({**desired, "conditions": conditions})
+                    event(self.raw, reason="WaitingForTarget", message=target.message)
+                return TARGET_POLL_S
+            case Phase.STOPPED:
+                await self.patch(
+                    {
+                        "phase": phase.value,
+                        "conditions": self.condition("Progressing", False, "Stopped", "stopped before it started"),
+                    }
+                )
+                return None
+            case Phase.RUNNING:
+                status: dict[str, Any] = {"phase": phase.value}
+                if job is None:
+                    assert target.url is not None
+                    await self.rt.kube.ensure(build.build_schedule_configmap(lexp))
+                    _, created = await self.rt.kube.ensure(build.build_job(lexp, target.url, self.rt.settings))
+                    if created:
+                        event(self.raw, reason="JobCreated", message=f"Created Job {build.job_name(self.name)}")
+                    status["targetURL"] = target.url
+                status["results"] = {"job": build.job_name(self.name), "path": build.RESULTS_DIR}
+                status["conditions"] = self.condition(
+                    "Progressing", True, "GeneratorStarting", "waiting for the generator to answer"
+                )
+                await self.patch(status)
+                return 0.5
+        return None
+
+    # --- Running --------------------------------------------------------------------------------
+
+    async def poll(self, lexp: LoadExperiment) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+        """(control URLs, their snapshots, errors); pushes a drifted intensity while at it."""
+        pods = await self.rt.kube.list(POD, self.ns, {EXPERIMENT_LABEL: self.name})
+        urls = control_urls(pods, lexp.spec.control_port)
+        self.state.urls = urls
+        results = await asyncio.gather(*(self.gens.status(u) for u in urls), return_exceptions=True)
+        snapshots = [r for r in results if isinstance(r, dict)]
+        errors = [str(r) for r in results if isinstance(r, BaseException)]
+        for exc in results:
+            if isinstance(exc, BaseException) and not isinstance(exc, Unreachable):
+                raise exc
+        if not errors and urls:
+            want = None if lexp.spec.intensity is None else build.share(lexp.spec.intensity, lexp.spec.parallelism)
+            for url, snap in zip(urls, snapshots, strict=True):
+                have = snap.get("intensity")
+                if snap.get("phase") in ("Pending", "Running") and not _same(have, want):
+                    await self.gens.set_intensity(url, want)
+            if lexp.spec.stop and not self.state.stop_sent and any(s.get("phase") == "Running" for s in snapshots):
+                for url in urls:
+                    await self.gens.stop(url)
+                self.state.stop_sent = True
+                event(self.raw, reason="Stopping", message="spec.stop: ending the run gracefully")
+        return urls, snapshots, errors
+
+    async def watch(self, lexp: LoadExperiment, job: dict[str, Any] | None) -> float | None:
+        interval = lexp.spec.record_interval_s
+        try:
+            urls, snapshots, errors = await self.poll(lexp)
+        except Unreachable as exc:
+            urls, snapshots, errors = self.state.urls, [], [str(exc)]
+        snapshot = merge.merge(snapshots) if snapshots and not errors else None
+        if snapshot is not None:
+            self.state.last = snapshot
+            self.state.failures = 0
+        generator_phase = snapshot.get("phase") if snapshot else None
+        seen = Observation(
+            job_exists=job is not None,
+            stop_requested=lexp.spec.stop,
+            generator_phase=generator_phase,
+            job_finished=build.job_finished(job),
+        )
+        phase = next_phase(Phase.RUNNING, seen)
+        if phase.terminal:
+            await self.finish(lexp, phase, snapshot or self.state.last, job)
+            return None
+        if errors:
+            self.rt.metrics.poll_errors.inc()
+            self.state.failures += 1
+            message = f"generator unreachable ({self.state.failures}x): {errors[0]}"
+            reason = "GeneratorUnreachable"
+            if (find(self.status.get("conditions"), "Progressing") or {}).get("reason") != reason:
+                await self.patch({"conditions": self.condition("Progressing", "Unknown", reason, message)})
+            return float(min(interval * 2.0 ** min(self.state.failures, 10), self.rt.settings.max_backoff_s))
+        if snapshot is None:
+            return interval  # generator pods not running yet
+        status = merge.live_status(snapshot)
+        status["phase"] = Phase.RUNNING.value
+        if (find(self.status.get("conditions"), "Progressing") or {}).get("reason") != "Running":
+            status["conditions"] = self.condition("Progressing", True, "Running", f"{len(urls)} generator(s) running")
+        await self.patch(status)
+        live = status.get("live") or {}
+        self.rt.metrics.experiment(
+            self.ns,
+            self.name,
+            status.get("targetRPS"),
+            live.get("realRPS"),
+            live.get("p99Ms"),
+            status.get("serviceRate"),
+        )
+        return interval
+
+    async def finish(
+        self, lexp: LoadExperiment, phase: Phase, snapshot: dict[str, Any] | None, job: dict[str, Any] | None
+    ) -> None:
+        """Terminal phase: stage table, SLOMet, results ConfigMap; then release the generators' linger."""
+        if snapshot is None:  # nothing read this run (e.g. restarted after the generator exited)
+            snapshot = {k: self.status.get(k) for k in ("sent", "completed", "errors", "dropped", "stages")}
+            snapshot["phase"] = phase.value
+        status = merge.live_status(snapshot)
+        status["phase"] = phase.value
+        status["stage"] = None
+        status["targetRPS"] = 0.0
+        summary = merge.summary(snapshot, lexp.spec.slo, self.status.get("targetURL"))
+        await self.rt.kube.replace_data(build.build_results_configmap(lexp, summary))
+        status["results"] = {
+            "configMap": build.results_name(self.name),
+            "job": build.job_name(self.name),
+            "path": build.RESULTS_DIR,
+        }
+        verdict = merge.verdict(lexp.spec.slo, snapshot)
+        if phase is Phase.FAILED:
+            reason = "GeneratorFailed" if job is not None else "JobMissing"
+            message = str(snapshot.get("error") or _job_message(job) or "the generator Job failed")
+            self.condition("Progressing", False, reason, message)
+            self.condition("SLOMet", False, "RunFailed", message)
+        else:
+            self.condition("Progressing", False, phase.value, f"run {phase.value.lower()}")
+            self.condition("SLOMet", verdict.met, verdict.reason, verdict.message)
+        status["conditions"] = self.status["conditions"]
+        await self.patch(status)
+        event(self.raw, reason=phase.value, message=f"experiment {phase.value.lower()}: {verdict.message}")
+        self.rt.metrics.forget_experiment(self.ns, self.name)
+        for url in self.state.urls:  # the second stop ends the generator's linger: the Job completes
+            with contextlib.suppress(Unreachable):
+                await self.gens.stop(url)
+
+
+def _same(a: Any, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return isinstance(a, int | float) and abs(float(a) - b) < 1e-6
+
+
+def _job_message(job: Mapping[str, Any] | None) -> str | None:
+    for cond in ((job or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            return f"Job failed: {cond.get('reason', '')} {cond.get('message', '')}".strip()
+    return None
+
+
+async def run_experiment(rt: Runtime, body: Mapping[str, Any], stopped: kopf.DaemonStopped) -> None:
+    """The daemon's loop: one :class:`Experiment` round per record interval until a terminal phase."""
+    state = RunState()
+    loop = asyncio.get_running_loop()
+    async with Generators() as gens:
+        while not stopped:
+            began = loop.time()
+            try:
+                delay = await Experiment(rt, body, gens, state).step()
+            except KubeError as exc:
+                log.warning("%s: API call failed: %s", body.get("metadata", {}).get("name"), exc)
+                delay = min(rt.settings.max_backoff_s, 5.0)
+            if delay is None:
+                return
+            await stopped.wait(max(0.05, delay - (loop.time() - began)))
+    rt.metrics.forget_experiment(body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+# --- kopf handlers (thin) ----------------------------------------------------------------------------
+
+
+@kopf.daemon(*RESOURCE, registry=REGISTRY, cancellation_timeout=5.0)
+async def experiment_daemon(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """One per experiment, from creation (or operator start) until the experiment is over."""
+    await run_experiment(runtime(memo), body, stopped)
+
+
+@kopf.on.field(*RESOURCE, field="spec.intensity", registry=REGISTRY)
+async def on_intensity(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> None:
+    """Push the new rate to every generator now (``None``: back to the schedule)."""
+    rt = runtime(memo)
+    lexp = parse(plain(body))
+    if Phase.of((body.get("status") or {}).get("phase")) is not Phase.RUNNING:
+        return  # the daemon applies it when the generator first answers
+    pods = await rt.kube.list(POD, lexp.namespace, {EXPERIMENT_LABEL: lexp.name})
+    want = None if new is None else build.share(float(new), lexp.spec.parallelism)
+    async with Generators() as gens:
+        for url in control_urls(pods, lexp.spec.control_port):
+            try:
+                await gens.set_intensity(url, want)
+            except Unreachable as exc:
+                raise kopf.TemporaryError(f"cannot reach the generator: {exc}", delay=1) from exc
+    event(body, reason="Intensity", message=f"intensity set to {new if new is not None else 'schedule'}")
+
+
+@kopf.on.delete(*RESOURCE, registry=REGISTRY, optional=True)
+async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Remove the Job (and its pods) and ConfigMaps now; owner references collect them anyway."""
+    rt = runtime(memo)
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    await rt.kube.delete(JOB, ns, build.job_name(name))
+    for pod in await rt.kube.list(POD, ns, {EXPERIMENT_LABEL: name}):
+        await rt.kube.delete(POD, ns, pod["metadata"]["name"])
+    for cm in (build.schedule_name(name), build.results_name(name)):
+        await rt.kube.delete(CONFIGMAP, ns, cm)
+    rt.metrics.forget_experiment(ns, name)

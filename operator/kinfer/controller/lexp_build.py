@@ -1,0 +1,252 @@
+"""Pure builders for a LoadExperiment: target URL, schedule ConfigMap, generator Job, results ConfigMap.
+
+The schedule travels as a ConfigMap mounted as a file (``kinfer loadgen --schedule``), with each
+stage's rate already divided by ``parallelism`` so that every generator pod sends its share.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from kinfer.api import LoadExperiment
+from kinfer.controller.meta import EXPERIMENT_LABEL, fmt_number, owner_reference, standard_labels
+from kinfer.controller.settings import Settings
+
+CONTAINER = "loadgen"
+COMPONENT = "load-generator"
+SCHEDULE_DIR = "/etc/kinfer"
+SCHEDULE_FILE = "schedule.yaml"
+RESULTS_DIR = "/results"
+#: Slack on top of the schedule for image pull, start-up, drain and the final read of the results.
+DEADLINE_SLACK_S = 300
+#: Schedules up to this long are retried once if the generator pod fails; longer ones are not.
+RETRY_UP_TO_S = 300.0
+
+
+def job_name(name: str) -> str:
+    """The experiment's one generator Job (deterministic: a restarted operator finds it)."""
+    return f"{name}-loadgen"
+
+
+def schedule_name(name: str) -> str:
+    """ConfigMap holding the schedule file."""
+    return f"{name}-schedule"
+
+
+def results_name(name: str) -> str:
+    """ConfigMap the operator copies the summary into."""
+    return f"{name}-results"
+
+
+def labels(lexp: LoadExperiment) -> dict[str, str]:
+    """Labels of everything an experiment owns (the generator pods are selected by them)."""
+    return {**standard_labels("kinfer-loadgen", lexp.name, COMPONENT), EXPERIMENT_LABEL: lexp.name}
+
+
+def _meta(lexp: LoadExperiment, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": lexp.namespace,
+        "labels": labels(lexp),
+        "ownerReferences": [owner_reference("LoadExperiment", lexp.name, lexp.metadata.uid or "")],
+    }
+
+
+# --- target -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """The resolved base URL (``None`` while waiting) and why not yet."""
+
+    url: str | None
+    reason: str = ""
+    message: str = ""
+
+
+def resolve_target(lexp: LoadExperiment, isvc: Mapping[str, Any] | None) -> Target:
+    """``spec.target.url`` + path, or the named InferenceService's ``status.serviceURL`` once it is Ready."""
+    target = lexp.spec.target
+    if target.url is not None:
+        return Target(target.url.rstrip("/") + target.path)
+    if isvc is None:
+        return Target(None, "TargetNotFound", f"InferenceService {target.service!r} does not exist")
+    status = isvc.get("status") or {}
+    if status.get("phase") != "Ready" or not status.get("serviceURL"):
+        phase = status.get("phase") or "Pending"
+        return Target(None, "TargetNotReady", f"InferenceService {target.service!r} is {phase}")
+    return Target(str(status["serviceURL"]).rstrip("/") + target.path)
+
+
+# --- schedule -----------------------------------------------------------------------------------
+
+
+def share(value: float, parallelism: int) -> float:
+    """One generator pod's part of a rate."""
+    return round(value / parallelism, 6)
+
+
+def schedule_document(lexp: LoadExperiment) -> dict[str, Any]:
+    """The schedule file of one generator pod: the spec's stages with rates split by parallelism."""
+    n = lexp.spec.parallelism
+    stages = []
+    for stage in lexp.spec.schedule:
+        out: dict[str, Any] = {"duration": stage.duration}
+        if stage.rps is not None:
+            out["rps"] = share(stage.rps, n)
+        else:
+            out["rampTo"] = share(stage.end_rps, n)
+        stages.append(out)
+    return {"stages": stages, "loop": lexp.spec.loop}
+
+
+def build_schedule_configmap(lexp: LoadExperiment) -> dict[str, Any]:
+    """ConfigMap ``<name>-schedule`` with ``schedule.yaml``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(lexp, schedule_name(lexp.name)),
+        "data": {SCHEDULE_FILE: yaml.safe_dump(schedule_document(lexp), sort_keys=False)},
+    }
+
+
+# --- job ----------------------------------------------------------------------------------------
+
+
+def loadgen_args(lexp: LoadExperiment, url: str, settings: Settings) -> list[str]:
+    """``kinfer loadgen`` arguments (DESIGN §9) for one generator pod."""
+    spec = lexp.spec
+    t = spec.target
+    args = ["loadgen", url, "--schedule", f"{SCHEDULE_DIR}/{SCHEDULE_FILE}", "--arrival", spec.arrival]
+    if spec.seed is not None and spec.parallelism == 1:
+        args += ["--seed", str(spec.seed)]  # parallel pods must not share one arrival stream
+    args += [
+        "--method",
+        t.method,
+        "--payload",
+        t.payload,
+        "--protocol",
+        t.protocol,
+        "--timeout-ms",
+        str(t.timeout_ms),
+        "--max-in-flight",
+        str(max(1, math.ceil(spec.max_in_flight / spec.parallelism))),
+        "--window",
+        str(spec.window_size),
+        "--interval",
+        fmt_number(spec.record_interval_s),
+        "--control-port",
+        str(spec.control_port),
+        "--output",
+        RESULTS_DIR,
+        "--linger",
+        fmt_number(settings.results_linger_s),
+        "--quiet",
+    ]
+    return args
+
+
+def backoff_limit(lexp: LoadExperiment) -> int:
+    """Retry a failed generator once for short schedules; a long run restarted would mix two runs."""
+    return 1 if not lexp.spec.loop and lexp.spec.duration_s <= RETRY_UP_TO_S else 0
+
+
+def active_deadline(lexp: LoadExperiment, settings: Settings) -> int | None:
+    """Schedule length (× attempts) plus slack and linger; ``None`` for looping schedules."""
+    if lexp.spec.loop:
+        return None
+    attempts = backoff_limit(lexp) + 1
+    once = lexp.spec.duration_s + DEADLINE_SLACK_S + settings.results_linger_s
+    return math.ceil(once * attempts)
+
+
+def build_job(lexp: LoadExperiment, url: str, settings: Settings) -> dict[str, Any]:
+    """The generator Job ``<name>-loadgen``: ``parallelism`` pods, each sending its share."""
+    spec = lexp.spec
+    image = spec.image if "image" in spec.model_fields_set else settings.loadgen_image
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "command": ["kinfer"],
+        "args": loadgen_args(lexp, url, settings),
+        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "ports": [{"name": "control", "containerPort": spec.control_port, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/api/status", "port": "control"},
+            "periodSeconds": 2,
+            "timeoutSeconds": 1,
+        },
+        "volumeMounts": [
+            {"name": "schedule", "mountPath": SCHEDULE_DIR, "readOnly": True},
+            {"name": "results", "mountPath": RESULTS_DIR},
+        ],
+    }
+    if spec.resources is not None:
+        resources = {
+            part: {k: str(v) for k, v in amounts.wire().items()}
+            for part in ("requests", "limits")
+            if (amounts := getattr(spec.resources, part)) is not None and amounts.wire()
+        }
+        if resources:
+            container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [
+            {"name": "schedule", "configMap": {"name": schedule_name(lexp.name)}},
+            {"name": "results", "emptyDir": {}},
+        ],
+    }
+    if spec.node_name:
+        pod_spec["nodeName"] = spec.node_name
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    job_spec: dict[str, Any] = {
+        "parallelism": spec.parallelism,
+        "completions": spec.parallelism,
+        "completionMode": "Indexed",
+        "backoffLimit": backoff_limit(lexp),
+        "template": {"metadata": {"labels": labels(lexp)}, "spec": pod_spec},
+    }
+    deadline = active_deadline(lexp, settings)
+    if deadline is not None:
+        job_spec["activeDeadlineSeconds"] = deadline
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(lexp, job_name(lexp.name)),
+        "spec": job_spec,
+    }
+
+
+def job_finished(job: Mapping[str, Any] | None) -> str | None:
+    """``Complete`` or ``Failed`` once the Job has finished (its conditions or counts), else ``None``."""
+    if not job:
+        return None
+    status = job.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
+            return str(cond["type"])
+    completions = (job.get("spec") or {}).get("completions") or 1
+    if (status.get("succeeded") or 0) >= completions:
+        return "Complete"
+    limit = (job.get("spec") or {}).get("backoffLimit", 6)
+    if (status.get("failed") or 0) > limit:
+        return "Failed"
+    return None
+
+
+def build_results_configmap(lexp: LoadExperiment, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """ConfigMap ``<name>-results`` with ``summary.json`` (the full series stays in the generator's dir)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(lexp, results_name(lexp.name)),
+        "data": {"summary.json": json.dumps(summary, indent=2, sort_keys=True)},
+    }

@@ -1,0 +1,191 @@
+"""Pure functions from the generators' ``GET /api/status`` snapshots to a LoadExperiment status patch.
+
+With ``parallelism`` > 1 the snapshots of every generator pod are merged: counts and rates add up;
+latency percentiles of the merged set are not derivable from percentiles, so the largest pod value is
+reported (an upper bound; each pod's full histogram stays in its results directory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kinfer.api.loadexperiment import SLO
+from kinfer.api.slo import Verdict, evaluate
+
+_SUMS = ("targetRPS", "realRPS", "realQPS", "errors", "dropped", "avgRPS", "avgQPS")
+_MAXES = ("p50Ms", "p99Ms", "maxMs", "avg99thMs")
+_TOTALS = ("sent", "completed", "errors", "dropped")
+_PERCENTILES = ("p50", "p90", "p99", "p999", "max", "mean")
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _sum(values: Sequence[Any]) -> float | None:
+    nums = [v for v in map(_num, values) if v is not None]
+    return round(sum(nums), 3) if nums else None
+
+
+def _max(values: Sequence[Any]) -> float | None:
+    nums = [v for v in map(_num, values) if v is not None]
+    return max(nums) if nums else None
+
+
+def merged_phase(phases: Sequence[str | None]) -> str | None:
+    """One phase for all generator pods: any failure fails, any still running keeps it running."""
+    known = [p for p in phases if p]
+    if not known:
+        return None
+    if "Failed" in known:
+        return "Failed"
+    if "Running" in known or "Pending" in known:
+        return "Running" if "Running" in known else "Pending"
+    if "Stopped" in known:
+        return "Stopped"
+    return "Succeeded"
+
+
+def merge_stages(per_pod: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Per-stage summaries added up across pods (index by index)."""
+    by_index: dict[int, list[Mapping[str, Any]]] = {}
+    for stages in per_pod:
+        for stage in stages:
+            by_index.setdefault(int(stage.get("index", 0)), []).append(stage)
+    out = []
+    for index in sorted(by_index):
+        parts = by_index[index]
+        sent = int(_sum([p.get("sent") for p in parts]) or 0)
+        completed = int(_sum([p.get("completed") for p in parts]) or 0)
+        latency = {
+            k: v for k in _PERCENTILES if (v := _max([(p.get("latencyMs") or {}).get(k) for p in parts])) is not None
+        }
+        row: dict[str, Any] = {
+            "index": index,
+            "rps": _sum([p.get("rps") for p in parts]),
+            "durationS": _max([p.get("durationS") for p in parts]),
+            "sent": sent,
+            "completed": completed,
+            "errors": int(_sum([p.get("errors") for p in parts]) or 0),
+            "dropped": int(_sum([p.get("dropped") for p in parts]) or 0),
+            "latencyMs": latency,
+            "serviceRate": round(completed / sent, 4) if sent else None,
+        }
+        out.append({k: v for k, v in row.items() if v is not None})
+    return out
+
+
+def merge(snapshots: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One generator-like snapshot from several pods' ``/api/status``."""
+    if len(snapshots) == 1:
+        return dict(snapshots[0])
+    out: dict[str, Any] = {"phase": merged_phase([s.get("phase") for s in snapshots])}
+    for key in _SUMS:
+        out[key] = _sum([s.get(key) for s in snapshots])
+    for key in _MAXES:
+        out[key] = _max([s.get(key) for s in snapshots])
+    avg_rps, avg_qps = out.get("avgRPS"), out.get("avgQPS")
+    out["serviceRate"] = round(avg_qps / avg_rps, 4) if avg_rps and avg_qps is not None else None
+    totals = {k: int(_sum([(s.get("totals") or s).get(k) for s in snapshots]) or 0) for k in _TOTALS}
+    out.update(totals)
+    out["totals"] = totals
+    out["stages"] = merge_stages([s.get("stages") or [] for s in snapshots])
+    starts = sorted(str(s["startedAt"]) for s in snapshots if s.get("startedAt"))
+    out["startedAt"] = starts[0] if starts else None
+    stage_refs = [s["stage"] for s in snapshots if s.get("stage")]
+    if stage_refs:
+        first = stage_refs[0]
+        out["stage"] = {**first, "rps": _sum([r.get("rps") for r in stage_refs])}
+    lives = [s["live"] for s in snapshots if s.get("live")]
+    if lives:
+        out["live"] = {"t": _max([v.get("t") for v in lives]) or 0.0} | {
+            k: out.get(k) for k in (*_SUMS, *_MAXES, "serviceRate")
+        }
+    errors = [str(s["error"]) for s in snapshots if s.get("error")]
+    if errors:
+        out["error"] = "; ".join(errors)
+    return out
+
+
+_RECORD_KEYS = (
+    "t",
+    "targetRPS",
+    "realRPS",
+    "realQPS",
+    "errors",
+    "dropped",
+    "p50Ms",
+    "p99Ms",
+    "maxMs",
+    "avgRPS",
+    "avgQPS",
+    "serviceRate",
+    "avg99thMs",
+)
+
+
+def live_status(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """The status fields a running experiment refreshes every record interval."""
+    live = snapshot.get("live")
+    sr = _num(snapshot.get("serviceRate"))
+    status: dict[str, Any] = {
+        "targetRPS": _num(snapshot.get("targetRPS")),
+        "avgRPS": _num(snapshot.get("avgRPS")),
+        "avgQPS": _num(snapshot.get("avgQPS")),
+        "serviceRate": sr,
+        "serviceRatePercent": None if sr is None else round(sr * 100, 2),
+        "avg99thMs": _num(snapshot.get("avg99thMs")),
+        "stage": _stage_ref(snapshot.get("stage")),
+        "stages": list(snapshot.get("stages") or []),
+    }
+    totals = snapshot.get("totals") or snapshot
+    for key in _TOTALS:
+        value = totals.get(key)
+        status[key] = int(value) if isinstance(value, int | float) else None
+    if isinstance(live, Mapping):
+        status["live"] = {k: live[k] for k in _RECORD_KEYS if live.get(k) is not None}
+    if snapshot.get("startedAt"):
+        status["startedAt"] = snapshot["startedAt"]
+    return status
+
+
+def _stage_ref(stage: Any) -> dict[str, Any] | None:
+    if not isinstance(stage, Mapping) or "index" not in stage:
+        return None
+    return {k: stage[k] for k in ("index", "rps", "endsAt") if stage.get(k) is not None}
+
+
+def whole_run_p99(snapshot: Mapping[str, Any]) -> float | None:
+    """The whole-run p99 when the generator reports it, else the worst stage's p99 (an upper bound)."""
+    latency = snapshot.get("latencyMs")
+    if isinstance(latency, Mapping) and _num(latency.get("p99")) is not None:
+        return _num(latency.get("p99"))
+    return _max([(s.get("latencyMs") or {}).get("p99") for s in snapshot.get("stages") or []])
+
+
+def verdict(slo: SLO | None, snapshot: Mapping[str, Any]) -> Verdict:
+    """The SLO verdict of a finished run (offered = sent + dropped, as the generator counts it)."""
+    totals = snapshot.get("totals") or snapshot
+    sent = int(totals.get("sent") or 0) + int(totals.get("dropped") or 0)
+    return evaluate(slo, whole_run_p99(snapshot), sent, int(totals.get("completed") or 0))
+
+
+def summary(snapshot: Mapping[str, Any], slo: SLO | None, url: str | None) -> dict[str, Any]:
+    """``summary.json`` as the operator stores it in ``<name>-results`` (DESIGN §9 field names)."""
+    v = verdict(slo, snapshot)
+    totals = snapshot.get("totals") or snapshot
+    return {
+        "url": url,
+        "phase": snapshot.get("phase"),
+        "startedAt": snapshot.get("startedAt"),
+        "finishedAt": snapshot.get("finishedAt"),
+        **{k: totals.get(k) for k in _TOTALS},
+        "latencyMs": {"p99": whole_run_p99(snapshot)},
+        "stages": list(snapshot.get("stages") or []),
+        "slo": {
+            "p99Ms": slo.p99_ms if slo else None,
+            "minSuccessRate": slo.min_success_rate if slo else None,
+            "met": v.met,
+        },
+    }

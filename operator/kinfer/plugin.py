@@ -1,0 +1,220 @@
+"""``kubectl kinfer``: the kubectl plugin for LoadExperiments (no kopf; it shells out to ``kubectl``).
+
+    kubectl kinfer intensity NAME RPS      set spec.intensity (RPS "schedule" or "-" removes it)
+    kubectl kinfer top NAME [--once]       live table of the experiment's status
+    kubectl kinfer report NAME             per-stage table, SLO verdict, where the results are
+
+Going through the real ``kubectl`` keeps the user's kubeconfig, context and credentials exactly as
+kubectl resolves them (``$KUBECONFIG``, exec plugins). Exit codes: 0 ok, 1 SLO not met (report),
+2 bad input or unknown experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+EXIT_OK, EXIT_SLO_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+RESOURCE = "loadexperiments.kinfer.dev"
+
+
+class PluginError(Exception):
+    """A message for stderr and an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise PluginError(f"{self.prog}: {message}")
+
+
+def kubectl_binary() -> str:
+    """The kubectl to call (``$KUBECTL`` wins, else the one on PATH)."""
+    found = os.environ.get("KUBECTL") or shutil.which("kubectl")
+    if not found:
+        raise PluginError("kubectl not found on PATH")
+    return found
+
+
+def kubectl(args: Sequence[str], namespace: str | None) -> str:
+    """Run kubectl; its stdout, or a :class:`PluginError` with its message."""
+    cmd = [kubectl_binary(), *(["--namespace", namespace] if namespace else []), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        err = proc.stderr.strip() or proc.stdout.strip()
+        if "NotFound" in err or "not found" in err:
+            raise PluginError(f"kubectl kinfer: {err.removeprefix('Error from server (NotFound): ')}")
+        raise PluginError(f"kubectl kinfer: kubectl {' '.join(args[:2])} failed: {err}")
+    return proc.stdout
+
+
+def get_experiment(name: str, namespace: str | None) -> dict[str, Any]:
+    """The LoadExperiment as JSON."""
+    obj: dict[str, Any] = json.loads(kubectl(["get", RESOURCE, name, "-o", "json"], namespace))
+    return obj
+
+
+def parse_rps(raw: str) -> float | None:
+    """A rate (>= 0), or ``None`` for "schedule"/"-"/"none" (remove the override)."""
+    if raw.lower() in ("schedule", "-", "none", "null"):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise PluginError(f"kubectl kinfer intensity: RPS must be a number or 'schedule', got {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise PluginError(f"kubectl kinfer intensity: RPS must be >= 0, got {raw!r}")
+    return int(value) if value.is_integer() else value
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
+
+
+def top_table(obj: Mapping[str, Any]) -> Group:
+    """The live view: phase, rates, latencies, window aggregates, current stage."""
+    status = obj.get("status") or {}
+    live = status.get("live") or {}
+    stage = status.get("stage") or {}
+    title = f"{obj['metadata']['name']}  phase={status.get('phase', 'Pending')}"
+    if status.get("targetURL"):
+        title += f"  target={status['targetURL']}"
+    table = Table(title=title)
+    for column in ("Target", "RPS", "QPS", "p50(ms)", "p99(ms)", "max(ms)", "Avg99th(ms)", "SR(%)", "Stage"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        _fmt(status.get("targetRPS")),
+        _fmt(live.get("realRPS")),
+        _fmt(live.get("realQPS")),
+        _fmt(live.get("p50Ms")),
+        _fmt(live.get("p99Ms")),
+        _fmt(live.get("maxMs")),
+        _fmt(status.get("avg99thMs")),
+        _fmt(status.get("serviceRatePercent")),
+        "-" if not stage else f"{stage.get('index')} @ {_fmt(stage.get('rps'))}",
+    )
+    totals = Table.grid(padding=(0, 2))
+    totals.add_row(*(f"{k}={_fmt(status.get(k))}" for k in ("sent", "completed", "errors", "dropped")))
+    return Group(table, totals)
+
+
+def stage_table(obj: Mapping[str, Any]) -> Table:
+    """Per-stage summary: rate, counts, percentiles, service rate."""
+    table = Table(title=f"{obj['metadata']['name']}: stages")
+    for column in ("#", "RPS", "sent", "completed", "errors", "dropped", "p50", "p90", "p99", "p999", "max", "SR(%)"):
+        table.add_column(column, justify="right")
+    for stage in (obj.get("status") or {}).get("stages") or []:
+        lat = stage.get("latencyMs") or {}
+        sr = stage.get("serviceRate")
+        table.add_row(
+            str(stage.get("index")),
+            _fmt(stage.get("rps")),
+            *(_fmt(stage.get(k)) for k in ("sent", "completed", "errors", "dropped")),
+            *(_fmt(lat.get(k)) for k in ("p50", "p90", "p99", "p999", "max")),
+            "-" if sr is None else f"{sr * 100:.2f}",
+        )
+    return table
+
+
+def report(obj: Mapping[str, Any], console: Console) -> int:
+    """Print the report; exit code 1 when the SLO was not met."""
+    status = obj.get("status") or {}
+    console.print(stage_table(obj))
+    slo = _condition(status, "SLOMet")
+    phase = status.get("phase", "Pending")
+    console.print(f"phase: {phase}")
+    if slo is None:
+        console.print("SLO: not judged yet" if phase not in ("Succeeded", "Failed", "Stopped") else "SLO: -")
+    else:
+        verdict = "MET" if slo.get("status") == "True" else "NOT MET"
+        console.print(f"SLO: {verdict} ({slo.get('reason', '')}: {slo.get('message', '')})")
+    results = status.get("results") or {}
+    if results:
+        where = []
+        if results.get("configMap"):
+            where.append(f"ConfigMap {results['configMap']} (summary.json)")
+        if results.get("job"):
+            where.append(f"Job {results['job']}, directory {results.get('path', '/results')} in its pod(s)")
+        console.print("results: " + "; ".join(where))
+    return EXIT_SLO_FAILED if slo is not None and slo.get("status") == "False" else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``kubectl kinfer`` argument parser (``-n`` is accepted before or after the subcommand)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-n", "--namespace", default=argparse.SUPPRESS, help="namespace of the experiment")
+    parser = _Parser(prog="kubectl kinfer", description=__doc__.splitlines()[0], parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("intensity", parents=[common], help="set (or remove) the live rate override")
+    p.add_argument("name")
+    p.add_argument("rps", help="requests/s, or 'schedule' to return to the schedule")
+    p = sub.add_parser("top", parents=[common], help="live view of an experiment's status")
+    p.add_argument("name")
+    p.add_argument("--once", action="store_true", help="print once and exit")
+    p.add_argument("--interval", type=float, default=1.0, help="refresh period, seconds")
+    p = sub.add_parser("report", parents=[common], help="stage table, SLO verdict, results")
+    p.add_argument("name")
+    return parser
+
+
+def run(argv: Sequence[str], console: Console) -> int:
+    """Execute one plugin command."""
+    args = build_parser().parse_args(list(argv))
+    namespace: str | None = getattr(args, "namespace", None)
+    match args.command:
+        case "intensity":
+            rps = parse_rps(args.rps)
+            get_experiment(args.name, namespace)  # a clear "not found" before patching
+            patch = json.dumps({"spec": {"intensity": rps}})
+            kubectl(["patch", RESOURCE, args.name, "--type", "merge", "-p", patch], namespace)
+            shown = "the schedule" if rps is None else f"{rps} RPS"
+            console.print(f"loadexperiment/{args.name}: intensity set to {shown}")
+            return EXIT_OK
+        case "top":
+            if args.once:
+                console.print(top_table(get_experiment(args.name, namespace)))
+                return EXIT_OK
+            with Live(top_table(get_experiment(args.name, namespace)), console=console) as live:
+                while True:
+                    time.sleep(max(0.1, args.interval))
+                    obj = get_experiment(args.name, namespace)
+                    live.update(top_table(obj))
+                    if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Stopped"):
+                        return EXIT_OK
+        case "report":
+            return report(get_experiment(args.name, namespace), console)
+    raise PluginError(f"unknown command {args.command!r}")
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``kubectl-kinfer``."""
+    console = Console()
+    try:
+        return run(argv, console)
+    except PluginError as exc:
+        print(exc, file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return EXIT_OK
