@@ -27,6 +27,13 @@ log = logging.getLogger("kinfer.operator")
 PREFIX = "kinfer.dev"
 
 
+@kopf.on.login(registry=REGISTRY)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's own connection: the same kubeconfig / in-cluster credentials as :class:`Kube`."""
+    info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+    return info
+
+
 @kopf.on.startup(registry=REGISTRY)
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """kopf's state in annotations under kinfer.dev (status is schema-declared: kopf's would be pruned)."""
