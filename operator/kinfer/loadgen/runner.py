@@ -270,9 +270,14 @@ def terminal_line(r: Record) -> str:
 
 async def run_async(config: LoadgenConfig, *, handle_signals: bool = False, in_process: bool = False) -> Run:
     """Run with the control API (unless disabled); return the finished :class:`Run`."""
+    return await serve(Run(config, in_process=in_process), handle_signals=handle_signals)
+
+
+async def serve(run: Run, *, handle_signals: bool = False) -> Run:
+    """Execute ``run`` behind its control API, linger, and return it."""
     from kinfer.loadgen.control import ControlServer
 
-    run = Run(config, in_process=in_process)
+    config = run.config
     server: ControlServer | None = None
     if config.control_port is not None:
         server = ControlServer(run, config.control_host, config.control_port)

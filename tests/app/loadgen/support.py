@@ -71,3 +71,12 @@ class TargetServer:
             await resp.write_eof()
             return resp
         return web.Response(status=self.status, text="ok", headers=headers)
+
+
+async def eventually(predicate: Any, within: float = 10.0, every: float = 0.02) -> None:
+    """Poll ``predicate`` until it is true or ``within`` seconds pass (then fail, naming it)."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {within}s: {getattr(predicate, '__name__', predicate)}")
+        await asyncio.sleep(every)
