@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from kinfer.api import GROUP, VERSION, InferenceService
+from kinfer.api import GROUP, VERSION, InferenceService, InferenceServiceStatus
 from kinfer.api.manifests import describe_validation_error
 from kinfer.controller import isvc_build as build
 from kinfer.controller.conditions import differs, set_condition
@@ -132,7 +132,8 @@ async def _converge(rt: Runtime, body: Mapping[str, Any], isvc: InferenceService
     )
     if differs(current, status) or differs({"c": current.get("conditions")}, {"c": conditions}):
         status["conditions"] = conditions
-        await rt.kube.patch_status(ISVC, ns, name, status)
+        clean = InferenceServiceStatus.model_validate(status).wire()
+        await rt.kube.patch_status(ISVC, ns, name, {**clean, **{k: None for k, v in status.items() if v is None}})
         if current.get("phase") != observed.phase:
             event(body, reason=observed.phase, message=observed.message)
     rt.metrics.ready_replicas.labels(ns, name).set(observed.ready)

@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from kinfer.api import GROUP, VERSION, LoadExperiment
+from kinfer.api import GROUP, VERSION, LoadExperiment, LoadExperimentStatus
 from kinfer.api.manifests import describe_validation_error
 from kinfer.controller import lexp_build as build
 from kinfer.controller import lexp_status as merge
@@ -45,6 +45,12 @@ def plain(obj: Mapping[str, Any]) -> dict[str, Any]:
     """A deep plain-dict copy of a kopf body or view (they are live mappings in daemons)."""
     result: dict[str, Any] = json.loads(json.dumps(obj, default=dict))
     return result
+
+
+def typed_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The patch as the schema declares it (typed, no nulls inside); top-level ``None`` still deletes."""
+    clean = LoadExperimentStatus.model_validate(status).wire()
+    return {**clean, **{k: None for k, v in status.items() if v is None}}
 
 
 def parse(body: Mapping[str, Any]) -> LoadExperiment:
@@ -83,7 +89,7 @@ class Experiment:
     async def patch(self, status: dict[str, Any]) -> None:
         """The one status write of this round."""
         status["observedGeneration"] = self.raw["metadata"].get("generation")
-        await self.rt.kube.patch_status(LEXP, self.ns, self.name, status)
+        await self.rt.kube.patch_status(LEXP, self.ns, self.name, typed_status(status))
         self.state.patches += 1
 
     def condition(self, type_: str, ok: bool | str, reason: str, message: str) -> list[dict[str, Any]]:
