@@ -163,7 +163,7 @@ def report(obj: Mapping[str, Any], console: Console) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """``kubectl kinfer`` argument parser (``-n`` is accepted before or after the subcommand)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-n", "--namespace", default=argparse.SUPPRESS, help="namespace of the experiment")
     parser = _Parser(prog="kubectl kinfer", description=__doc__.splitlines()[0], parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

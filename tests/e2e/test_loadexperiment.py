@@ -133,9 +133,9 @@ async def test_experiment_live_status_intensity_restart_and_completion(
             await eventually(lambda: generator_status(kubelet), timeout_s=1)
             await eventually(_intensity_is(kubelet, None), timeout_s=3)
 
-            async with aiohttp.ClientSession() as session:
-                async with session.get(f"http://127.0.0.1:{unused_tcp_port}/metrics") as response:
-                    metrics = await response.text()
+            url = f"http://127.0.0.1:{unused_tcp_port}/metrics"
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                metrics = await response.text()
             assert 'kinfer_experiment_target_rps{name="mobilenet-load",namespace="default"}' in metrics
             assert 'kinfer_experiment_p99_ms{name="mobilenet-load",namespace="default"}' in metrics
 
