@@ -16,6 +16,7 @@ import yaml
 
 from tests.kube.cluster import Cluster, eventually
 from tests.kube.kubectl import columns
+from tests.kube.kubelet import Kubelet, pod_terminated
 from tests.kube.operator import new_registry, running_operator
 
 WIDGET_CRD = {
@@ -191,3 +192,56 @@ async def test_label_selectors_and_builtin_tables(cluster: Cluster) -> None:
     assert out.splitlines()[0].split() == ['NAME', 'READY', 'STATUS', 'RESTARTS', 'AGE']
     _, out, _ = await cluster.kubectl('get', 'pods', '-l', 'tier in (db),tier!=web', '-o', 'name')
     assert out.split() == ['pod/b']
+
+
+POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: server, labels: {app: demo}}
+spec:
+  containers: [{name: main, image: kinfer/model-server, ports: [{containerPort: 5000}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: server}
+spec:
+  type: NodePort
+  selector: {app: demo}
+  ports: [{port: 5000}]
+"""
+
+
+async def test_playing_the_kubelet(cluster: Cluster) -> None:
+    started: list[str] = []
+
+    async def start(pod: dict[str, Any]) -> str:
+        started.append(pod['metadata']['name'])
+        return kubelet.next_ip()
+
+    kubelet = Kubelet(cluster.emulator, start=start)
+    async with kubelet:
+        await cluster.kubectl('apply', '-f', '-', input=POD)  # plain apply: server-side field validation
+        await cluster.kubectl('wait', '--for=condition=Ready', 'pod/server', '--timeout=10s')
+    pod = cluster.get('pods', 'server')
+    assert pod is not None and started == ['server']
+    assert (pod['status']['phase'], pod['status']['podIP'], pod['spec']['nodeName']) == (
+        'Running', '127.0.0.2', 'emulated-node')
+    _, out, _ = await cluster.kubectl('get', 'pods,services')
+    assert 'pod/server   1/1     Running   0' in out
+    service = cluster.get('services', 'server')
+    assert service is not None and 30000 <= service['spec']['ports'][0]['nodePort'] <= 32767
+    assert f"5000:{service['spec']['ports'][0]['nodePort']}/TCP" in out
+
+    pod_terminated(cluster.emulator, 'server', exit_code=1)
+    _, out, _ = await cluster.kubectl('get', 'pod', 'server', '--no-headers')
+    assert out.split()[:3] == ['server', '0/1', 'Failed']
+
+
+async def test_strict_field_validation_rejects_unknown_fields(widgets: Cluster) -> None:
+    body = {**WIDGET, 'spec': {'size': 1, 'flavour': 'vanilla'}}
+    rc, _, err = await widgets.kubectl('apply', '-f', '-', input=yaml.safe_dump(body), check=False)
+    assert rc == 1 and 'strict decoding error: unknown field "spec.flavour"' in err, err
+    # Without strict validation, the unknown field is pruned, as a real server does.
+    await widgets.kubectl('apply', '--validate=false', '-f', '-', input=yaml.safe_dump(body))
+    widget = widgets.get('widgets', 'w1')
+    assert widget is not None and widget['spec'] == {'size': 1, 'colour': 'red'}

@@ -215,6 +215,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
         path = request.url.path
         if path == '/version':
             return aiohttp.web.json_response(SERVER_VERSION)
+        if path.startswith('/openapi/v3'):
+            return aiohttp.web.json_response(self._openapi_v3(path.removeprefix('/openapi/v3').strip('/')))
         if path.startswith('/openapi'):
             raise errors.no_such_resource()
         if route.plural is None:
@@ -233,6 +235,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
         method = request.method
         params = request.params
+        strict = params.get('fieldValidation') == 'Strict'
         if method == 'GET' and params.get('watch') in ('true', '1'):
             return await self._serve_watch_stream(request, resource, route)
         if method == 'GET' and route.name is None:
@@ -243,16 +246,17 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if method == 'GET':
             return self._respond(request, resource, self._get(resource, route.namespace, route.name or ''))
         if method == 'POST' and route.name is None:
-            obj = self._create(resource, route.namespace, self._body(request), dry_run='dryRun' in params)
+            obj = self._create(resource, route.namespace, self._body(request), dry_run='dryRun' in params,
+                               strict=strict)
             return self._respond(request, resource, obj, status=201)
         if method == 'PUT' and route.name is not None:
             obj = self._replace(resource, route.namespace, route.name, self._body(request), route.subresource,
-                                dry_run='dryRun' in params)
+                                dry_run='dryRun' in params, strict=strict)
             return self._respond(request, resource, obj)
         if method == 'PATCH' and route.name is not None:
             content_type = request.headers.get('Content-Type', '').split(';')[0].strip()
             obj = self._patch(resource, route.namespace, route.name, request.data, content_type,
-                              route.subresource, dry_run='dryRun' in params)
+                              route.subresource, dry_run='dryRun' in params, strict=strict)
             return self._respond(request, resource, obj)
         if method == 'DELETE' and route.name is not None:
             options = request.data if isinstance(request.data, dict) else {}
@@ -329,6 +333,40 @@ class KubeEmulator(kmock.KubernetesEmulator):
         group_version = route.version if route.group == '' else f'{route.group}/{route.version}'
         return {'kind': 'APIResourceList', 'apiVersion': 'v1', 'groupVersion': group_version,
                 'resources': entries}
+
+    def _openapi_v3(self, group_version: str) -> Obj:
+        """Just enough OpenAPI v3 for kubectl to know that PATCH takes ``fieldValidation`` (server-side
+        validation, so plain ``kubectl apply`` works without ``--validate=false``); no schemas."""
+        by_gv: dict[str, list[kmock.resource]] = {}
+        for res in self._resources:
+            gv = f'api/{res.version}' if not res.group else f'apis/{res.group}/{res.version}'
+            by_gv.setdefault(gv, []).append(res)
+        if not group_version:
+            return {'paths': {
+                gv: {'serverRelativeURL': f'/openapi/v3/{gv}?hash='
+                                          + format(abs(hash(tuple(sorted(str(r) for r in served)))), 'X')}
+                for gv, served in sorted(by_gv.items())
+            }}
+        if group_version not in by_gv:
+            raise errors.no_such_resource()
+        paths: Obj = {}
+        for res in by_gv[group_version]:
+            info = self._resources[res]
+            where = f'/{group_version}/namespaces/{{namespace}}' if info.namespaced else f'/{group_version}'
+            media = [patching.JSON_PATCH, patching.MERGE_PATCH, patching.APPLY_PATCH]
+            paths[f'{where}/{res.plural}/{{name}}'] = {'patch': {
+                'operationId': f'patch{info.kind}',
+                'x-kubernetes-action': 'patch',
+                'x-kubernetes-group-version-kind': {'group': res.group, 'version': res.version, 'kind': info.kind},
+                'parameters': [
+                    {'name': name, 'in': 'query', 'schema': {'type': 'string', 'uniqueItems': True}}
+                    for name in ('dryRun', 'fieldManager', 'fieldValidation')
+                ],
+                'requestBody': {'content': {m: {'schema': {'type': 'object'}} for m in media}},
+                'responses': {'200': {'description': 'OK'}},
+            }}
+        return {'openapi': '3.0.0', 'info': {'title': 'Kubernetes', 'version': SERVER_VERSION['gitVersion']},
+                'paths': paths, 'components': {'schemas': {}}}
 
     def _group(self, group: str) -> Obj:
         versions = sorted({r.version or '' for r in self._resources if r.group == group},
@@ -420,7 +458,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return copy.deepcopy(obj)
 
     def _create(self, resource: kmock.resource, namespace: str | None, body: Obj, *,
-                dry_run: bool = False) -> Obj:
+                dry_run: bool = False, strict: bool = False) -> Obj:
         info = self._resources[resource]
         obj = copy.deepcopy(body)
         meta = obj.setdefault('metadata', {})
@@ -455,7 +493,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if 'status' in info.subresources:
             obj.pop('status', None)
         self._default_builtin(resource, obj)
-        self._admit(resource, obj)
+        self._admit(resource, obj, strict=strict)
         if resource == CRDS:
             self._accept_crd(obj)
         if dry_run:
@@ -501,17 +539,24 @@ class KubeEmulator(kmock.KubernetesEmulator):
             spec.setdefault('backoffLimit', 6)
             obj['status'] = {}
 
-    def _admit(self, resource: kmock.resource, obj: Obj) -> None:
-        """Default, prune and validate a custom resource against its CRD's schema (422 if invalid)."""
+    def _admit(self, resource: kmock.resource, obj: Obj, *, strict: bool = False) -> None:
+        """Default, prune and validate a custom resource against its CRD's schema (422 if invalid).
+
+        With ``strict`` (``?fieldValidation=Strict``, kubectl's default), unknown fields answer 400.
+        """
         custom = self._custom.get(resource)
         if custom is None:
             return
-        causes = custom.schema.admit(obj)
+        causes, unknown = custom.schema.admit(obj)
+        if strict and unknown:
+            raise errors.bad_request(
+                f'{custom.kind} in version "{resource.version}" cannot be handled as a {custom.kind}: '
+                f'strict decoding error: ' + ', '.join(f'unknown field "{field}"' for field in unknown))
         if causes:
             raise errors.invalid(custom.kind, resource.group or '', obj['metadata'].get('name', ''), causes)
 
     def _update(self, resource: kmock.resource, old: Obj, new: Obj, subresource: str | None, *,
-                dry_run: bool = False) -> Obj:
+                dry_run: bool = False, strict: bool = False) -> Obj:
         """Store ``new`` as the next state of ``old``: server-owned fields kept, status split, no-ops skipped."""
         info = self._resources[resource]
         if not isinstance(new.get('metadata'), dict):
@@ -541,7 +586,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     'metadata.finalizers', 'FieldValueForbidden',
                     f'metadata.finalizers: Forbidden: no new finalizers can be added if the object is being '
                     f'deleted, found new finalizers {sorted(added)!r}')])
-        self._admit(resource, new)
+        self._admit(resource, new, strict=strict)
         if resource == CRDS:
             self._accept_crd(new)
         if new == old:
@@ -559,22 +604,22 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return stored
 
     def _replace(self, resource: kmock.resource, namespace: str | None, name: str, body: Obj,
-                 subresource: str | None, *, dry_run: bool = False) -> Obj:
+                 subresource: str | None, *, dry_run: bool = False, strict: bool = False) -> Obj:
         old = self._get(resource, namespace, name)
         wanted_rv = (body.get('metadata') or {}).get('resourceVersion')
         if wanted_rv and wanted_rv != old['metadata']['resourceVersion']:
             raise errors.conflict(resource.plural or '', resource.group or '', name,
                                   'the object has been modified; please apply your changes to the latest '
                                   'version and try again')
-        return self._update(resource, old, copy.deepcopy(body), subresource, dry_run=dry_run)
+        return self._update(resource, old, copy.deepcopy(body), subresource, dry_run=dry_run, strict=strict)
 
     def _patch(self, resource: kmock.resource, namespace: str | None, name: str, patch: Any,
-               content_type: str, subresource: str | None, *, dry_run: bool = False) -> Obj:
+               content_type: str, subresource: str | None, *, dry_run: bool = False, strict: bool = False) -> Obj:
         if content_type == patching.APPLY_PATCH:
             if self._current((resource, namespace, name)) is None:
                 body = copy.deepcopy(patch) if isinstance(patch, dict) else {}
                 body.setdefault('metadata', {})['name'] = name
-                return self._create(resource, namespace, body, dry_run=dry_run)
+                return self._create(resource, namespace, body, dry_run=dry_run, strict=strict)
             content_type = patching.MERGE_PATCH
         old = self._get(resource, namespace, name)
         try:
@@ -599,7 +644,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise errors.conflict(resource.plural or '', resource.group or '', name,
                                   'the object has been modified; please apply your changes to the latest '
                                   'version and try again')
-        return self._update(resource, old, new, subresource, dry_run=dry_run)
+        return self._update(resource, old, new, subresource, dry_run=dry_run, strict=strict)
 
     # ------------------------------------------------------------------ deleting and garbage collection
 
@@ -884,10 +929,14 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     return obj
                 await tick.wait()
 
-    async def events(self, resource: str | kmock.resource | None = None) -> AsyncIterator[WatchEvent]:
-        """Every store event from now on (optionally of one resource), as ``WatchEvent``s; for controllers."""
+    async def events(self, resource: str | kmock.resource | None = None, *,
+                     since: int | None = None) -> AsyncIterator[WatchEvent]:
+        """Store events (optionally of one resource) after resourceVersion ``since`` (default: from now on).
+
+        For tests playing controllers: ``rv = emulator.resource_version``, list, then ``events(since=rv)``.
+        """
         res = self.resolve(resource) if resource is not None else None
-        index = len(self._events)
+        index = len(self._events) if since is None else bisect.bisect_right(self._event_rvs, since)
         while not self._stopping:
             tick = self._tick
             while index < len(self._events):

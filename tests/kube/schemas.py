@@ -58,24 +58,28 @@ def apply_defaults(value: Any, schema: Mapping[str, Any]) -> Any:
     return value
 
 
-def prune(value: Any, schema: Mapping[str, Any], *, root: bool = False) -> Any:
-    """Drop the fields the schema does not declare (in place; returns the value)."""
+def prune(value: Any, schema: Mapping[str, Any], *, root: bool = False, path: str = '',
+          removed: list[str] | None = None) -> Any:
+    """Drop the fields the schema does not declare (in place; their paths go to ``removed``)."""
     if isinstance(value, dict):
         preserve = schema.get('x-kubernetes-preserve-unknown-fields') is True
         properties = schema.get('properties') or {}
         extra = schema.get('additionalProperties')
         for key in list(value):
+            where = f'{path}.{key}' if path else key
             if root and key in _ROOT_KEYS:
                 continue
             if key in properties:
-                prune(value[key], properties[key])
+                prune(value[key], properties[key], path=where, removed=removed)
             elif isinstance(extra, Mapping):
-                prune(value[key], extra)
+                prune(value[key], extra, path=where, removed=removed)
             elif not preserve and extra is not True and schema.get('type') == 'object':
                 del value[key]
+                if removed is not None:
+                    removed.append(where)
     elif isinstance(value, list) and isinstance(schema.get('items'), Mapping):
-        for item in value:
-            prune(item, schema['items'])
+        for index, item in enumerate(value):
+            prune(item, schema['items'], path=f'{path}[{index}]', removed=removed)
     return value
 
 
@@ -137,11 +141,12 @@ class Schema:
         properties.pop('metadata', None)  # metadata is validated by the server, not the schema
         self.validator = jsonschema.Draft4Validator({**draft4, 'properties': properties})
 
-    def admit(self, obj: dict[str, Any]) -> list[tuple[str, str, str]]:
-        """Default and prune the object in place; return its violations (field, reason, message)."""
+    def admit(self, obj: dict[str, Any]) -> tuple[list[tuple[str, str, str]], list[str]]:
+        """Default and prune the object in place; its violations (field, reason, message) and pruned fields."""
         if not self.raw:
-            return []
+            return [], []
+        removed: list[str] = []
+        prune(obj, self.raw, root=True, removed=removed)
         apply_defaults(obj, self.raw)
-        prune(obj, self.raw, root=True)
         errors = sorted(self.validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
-        return [_describe(error) for error in errors]
+        return [_describe(error) for error in errors], removed
