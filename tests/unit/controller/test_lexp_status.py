@@ -1,0 +1,63 @@
+"""Generator snapshots → status: one pod passes through, several merge; SLO verdict and summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kinfer.api import LoadExperimentStatus
+from kinfer.api.loadexperiment import SLO
+from kinfer.controller import lexp_status as merge
+
+
+def snapshot(rps: float, p99: float, sent: int, completed: int, phase: str = "Running") -> dict[str, Any]:
+    live = {"index": 4, "t": 5.0, "targetRPS": rps, "realRPS": rps, "realQPS": rps, "errors": 0, "dropped": 0,
+            "p50Ms": p99 / 2, "p99Ms": p99, "maxMs": p99 + 1, "avgRPS": rps, "avgQPS": rps, "serviceRate": 1.0,
+            "avg99thMs": p99, "inFlight": 1, "errorsByClass": {}}
+    return {
+        "phase": phase, "startedAt": "2026-01-01T00:00:00Z", "stage": {"index": 1, "rps": rps, "endsAt": "x"},
+        "targetRPS": rps, "intensity": None, "live": live, **{k: v for k, v in live.items() if k != "index"},
+        "totals": {"sent": sent, "completed": completed, "errors": sent - completed, "dropped": 0},
+        "sent": sent, "completed": completed,
+        "stages": [{"index": 0, "rps": rps, "ramp": False, "durationS": 3.0, "sent": sent, "completed": completed,
+                    "errors": sent - completed, "dropped": 0,
+                    "latencyMs": {"p50": 1.0, "p90": 2.0, "p99": p99, "p999": p99, "max": p99, "mean": 1.0},
+                    "serviceRate": completed / sent}],
+    }
+
+
+def test_live_status_of_one_generator_is_schema_valid() -> None:
+    status = merge.live_status(snapshot(10, 4.0, 100, 100))
+    assert status["live"] == {"t": 5.0, "targetRPS": 10, "realRPS": 10, "realQPS": 10, "errors": 0, "dropped": 0,
+                              "p50Ms": 2.0, "p99Ms": 4.0, "maxMs": 5.0, "avgRPS": 10, "avgQPS": 10,
+                              "serviceRate": 1.0, "avg99thMs": 4.0}
+    assert status["serviceRatePercent"] == 100.0 and status["sent"] == 100
+    assert status["stage"] == {"index": 1, "rps": 10, "endsAt": "x"}
+    LoadExperimentStatus.model_validate(status)  # every field is declared
+
+
+def test_several_generators_add_up_and_report_the_worst_latency() -> None:
+    merged = merge.merge([snapshot(10, 4.0, 100, 100), snapshot(10, 9.0, 100, 90, phase="Succeeded")])
+    assert merged["phase"] == "Running"
+    assert (merged["realRPS"], merged["targetRPS"], merged["p99Ms"]) == (20, 20, 9.0)
+    assert merged["totals"] == {"sent": 200, "completed": 190, "errors": 10, "dropped": 0}
+    assert merged["stages"] == [{"index": 0, "rps": 20, "durationS": 3.0, "sent": 200, "completed": 190,
+                                 "errors": 10, "dropped": 0,
+                                 "latencyMs": {"p50": 1.0, "p90": 2.0, "p99": 9.0, "p999": 9.0, "max": 9.0,
+                                               "mean": 1.0},
+                                 "serviceRate": 0.95}]
+    assert merged["stage"]["rps"] == 20 and merged["live"]["realRPS"] == 20
+    assert merge.merged_phase(["Succeeded", "Succeeded"]) == "Succeeded"
+    assert merge.merged_phase(["Succeeded", "Stopped"]) == "Stopped"
+    assert merge.merged_phase(["Running", "Failed"]) == "Failed"
+    assert merge.merged_phase([]) is None
+
+
+def test_verdict_and_summary() -> None:
+    done = snapshot(10, 40.0, 100, 100, phase="Succeeded")
+    assert merge.verdict(SLO(p99_ms=50, min_success_rate=0.99), done).met
+    failed = merge.verdict(SLO(p99_ms=30), done)
+    assert (failed.met, failed.reason) == (False, "SLOViolated") and "p99 40.0 ms > 30 ms" in failed.message
+    summary = merge.summary(done, SLO(p99_ms=50), "http://x/gpu")
+    assert summary["slo"] == {"p99Ms": 50, "minSuccessRate": None, "met": True}
+    assert summary["sent"] == 100 and summary["latencyMs"] == {"p99": 40.0} and len(summary["stages"]) == 1
+    assert merge.whole_run_p99({"latencyMs": {"p99": 3.0}, "stages": []}) == 3.0
