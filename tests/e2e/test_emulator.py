@@ -7,8 +7,11 @@ the ConfigMap by owner-reference garbage collection.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import aiohttp
+import kmock
 import kopf
 import kubernetes
 import pytest
@@ -245,3 +248,27 @@ async def test_strict_field_validation_rejects_unknown_fields(widgets: Cluster) 
     await widgets.kubectl('apply', '--validate=false', '-f', '-', input=yaml.safe_dump(body))
     widget = widgets.get('widgets', 'w1')
     assert widget is not None and widget['spec'] == {'size': 1, 'colour': 'red'}
+
+
+async def test_watch_honours_label_selector_and_resource_version(cluster: Cluster) -> None:
+    cluster.create('configmaps', {'metadata': {'name': 'a', 'labels': {'x': '1'}}})
+    since = cluster.emulator.resource_version
+    url = f'{cluster.url}/api/v1/namespaces/default/configmaps'
+    params = {'watch': 'true', 'labelSelector': 'x=1', 'resourceVersion': str(since), 'timeoutSeconds': '1'}
+    async with aiohttp.ClientSession() as session, session.get(url, params=params) as response:
+        assert response.headers['Content-Type'] == 'application/json'
+        cluster.patch('configmaps', 'a', {'metadata': {'labels': {'x': '2'}}})  # leaves the selection
+        cluster.patch('configmaps', 'a', {'metadata': {'labels': {'x': '1'}}})  # enters it again
+        cluster.create('configmaps', {'metadata': {'name': 'b', 'labels': {'x': '3'}}})  # never in it
+        cluster.delete('configmaps', 'a')
+        events = [json.loads(line) async for line in response.content]
+    assert [(e['type'], e['object']['metadata']['name'], int(e['object']['metadata']['resourceVersion']))
+            for e in events] == [('DELETED', 'a', since + 1), ('ADDED', 'a', since + 2), ('DELETED', 'a', since + 4)]
+
+
+async def test_kmock_reactions_inject_api_faults(cluster: Cluster) -> None:
+    cluster.emulator['list', kmock.resource('v1/pods')][:1] << 503 << {'kind': 'Status', 'code': 503}
+    rc, _, err = await cluster.kubectl('get', 'pods', check=False)
+    assert rc == 1 and 'ServiceUnavailable' in err
+    rc, _, err = await cluster.kubectl('get', 'pods')  # the reaction is used up: served normally again
+    assert rc == 0 and 'No resources found' in err

@@ -41,6 +41,9 @@ def test_settings() -> kopf.OperatorSettings:
     return settings
 
 
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a factory, not a test, when imported into one
+
+
 @contextlib.asynccontextmanager
 async def running_operator(
     registry: kopf.OperatorRegistry,
