@@ -4,6 +4,7 @@ the ``kinfer`` category, and schema validation answering 422 with the field name
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -57,7 +58,7 @@ async def test_status_shows_in_printer_columns(cluster: Cluster) -> None:
     assert (row['READY'], row['ENDPOINT'], row['PHASE']) == ('1', 'http://10.0.0.3:31500', 'Ready')
 
 
-def _example(kind: str) -> dict:
+def _example(kind: str) -> dict[str, Any]:
     return next(doc for doc in yaml.safe_load_all(EXAMPLE.read_text()) if doc['kind'] == kind)
 
 

@@ -67,18 +67,18 @@ def widget_operator(deleted: list[str]) -> kopf.OperatorRegistry:
     registry = new_registry()
 
     @kopf.on.create('test.dev', 'v1', 'widgets', id='create_configmap', registry=registry)
-    def create_configmap(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, patch: kopf.Patch,
-                         **_: Any) -> None:
+    def create_configmap(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str | None,
+                         patch: kopf.Patch, **_: Any) -> None:
         # A sync handler: kopf runs it in a thread, so the blocking kubernetes client is fine here.
         configmap = {'metadata': {'name': f'{name}-config'}, 'data': {'size': str(spec['size'])}}
         kopf.adopt(configmap, owner=body)
-        kubernetes.client.CoreV1Api().create_namespaced_config_map(namespace, configmap)
+        kubernetes.client.CoreV1Api().create_namespaced_config_map(namespace, configmap)  # type: ignore[arg-type]
         patch.status['phase'] = 'Ready'
         patch.status['configMap'] = configmap['metadata']['name']
         patch.status['conditions'] = [{'type': 'Ready', 'status': 'True'}]
 
     @kopf.on.update('test.dev', 'v1', 'widgets', field='spec.size', registry=registry)
-    async def resize(new: int, patch: kopf.Patch, **_: Any) -> None:
+    async def resize(new: Any, patch: kopf.Patch, **_: Any) -> None:
         patch.status['observedSize'] = new
         patch.status['phase'] = 'Resized'
 

@@ -298,10 +298,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
     # ------------------------------------------------------------------ discovery
 
     def _discovery(self, route: Route) -> Obj:
-        resources = list(self._resources)
+        resources = self._registered()
         if route.group == '' and route.version is None:
             return {'kind': 'APIVersions', 'versions': ['v1'], 'serverAddressByClientCIDRs': [
-                {'clientCIDR': '0.0.0.0/0', 'serverAddress': self.url.host + ':' + str(self.url.port)}]}
+                {'clientCIDR': '0.0.0.0/0', 'serverAddress': f'{self.url.host}:{self.url.port}'}]}
         if route.group == '*':
             groups = sorted({r.group for r in resources if r.group})
             return {'kind': 'APIGroupList', 'apiVersion': 'v1', 'groups': [self._group(g) for g in groups]}
@@ -338,7 +338,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         """Just enough OpenAPI v3 for kubectl to know that PATCH takes ``fieldValidation`` (server-side
         validation, so plain ``kubectl apply`` works without ``--validate=false``); no schemas."""
         by_gv: dict[str, list[kmock.resource]] = {}
-        for res in self._resources:
+        for res in self._registered():
             gv = f'api/{res.version}' if not res.group else f'apis/{res.group}/{res.version}'
             by_gv.setdefault(gv, []).append(res)
         if not group_version:
@@ -368,8 +368,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return {'openapi': '3.0.0', 'info': {'title': 'Kubernetes', 'version': SERVER_VERSION['gitVersion']},
                 'paths': paths, 'components': {'schemas': {}}}
 
+    def _registered(self) -> list[kmock.resource]:
+        return [res for res in self._resources if isinstance(res, kmock.resource)]
+
     def _group(self, group: str) -> Obj:
-        versions = sorted({r.version or '' for r in self._resources if r.group == group},
+        versions = sorted({r.version or '' for r in self._registered() if r.group == group},
                           key=_version_priority, reverse=True)
         listed = [{'groupVersion': f'{group}/{v}', 'version': v} for v in versions]
         return {'name': group, 'versions': listed, 'preferredVersion': listed[0]}
@@ -383,7 +386,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             return parsed
         name = (parsed.plural or str(resource)).lower()
         candidates = [
-            res for res in self._resources
+            res for res in self._registered()
             if (parsed.group is None or res.group == parsed.group)
             and name in {res.plural, self._resources[res].singular, (self._resources[res].kind or '').lower(),
                          *self._resources[res].shortnames}
@@ -892,7 +895,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
                      label_selector: str | None = None) -> list[Obj]:
         """All current objects of a resource (copies), optionally in one namespace and by labels."""
         res = self.resolve(resource)
-        return self._list(res, namespace, {'labelSelector': label_selector or ''})['items']
+        items: list[Obj] = self._list(res, namespace, {'labelSelector': label_selector or ''})['items']
+        return items
 
     def create_object(self, resource: str | kmock.resource, body: Mapping[str, Any],
                       namespace: str | None = None) -> Obj:

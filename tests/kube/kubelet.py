@@ -182,9 +182,10 @@ class Kubelet:
                 continue
             if event.type == 'ADDED':
                 await self._handle_new(pod)
-            elif event.type == 'DELETED' and self.started.pop((meta['namespace'], meta['name']), None) \
-                    and self.stop is not None:
-                await self.stop(pod)
+            elif event.type == 'DELETED':
+                was_started = self.started.pop((meta['namespace'], meta['name']), None) is not None
+                if was_started and self.stop is not None:
+                    await self.stop(pod)
 
     async def __aenter__(self) -> Kubelet:
         self._task = asyncio.create_task(self.run(), name='emulated kubelet')

@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 
 # metadata is the server's, not the schema's: only these fields survive pruning.
 _ROOT_KEYS = ('apiVersion', 'kind', 'metadata')

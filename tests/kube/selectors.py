@@ -40,28 +40,38 @@ def _split_terms(selector: str) -> list[str]:
     return [term.strip() for term in terms if term.strip()]
 
 
+def _label_check(key: str, op: str, values: frozenset[str]) -> Callable[[Mapping[str, str]], bool]:
+    def check(labels: Mapping[str, str]) -> bool:
+        match op:
+            case 'in' | '=':
+                return labels.get(key) in values
+            case 'notin' | '!=':
+                return labels.get(key) not in values
+            case 'exists':
+                return key in labels
+            case _:  # '!'
+                return key not in labels
+    return check
+
+
 def parse_label_selector(selector: str | None) -> Predicate:
     """A predicate over an object's ``metadata.labels`` (everything matches an empty selector)."""
     checks: list[Callable[[Mapping[str, str]], bool]] = []
     for term in _split_terms(selector or ''):
         if match := _SET_RE.match(term):
             key, op, values_text = match.groups()
-            values = {value.strip() for value in values_text.split(',') if value.strip()}
-            if op == 'in':
-                checks.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
-            else:
-                checks.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
+            values = frozenset(value.strip() for value in values_text.split(',') if value.strip())
+            checks.append(_label_check(key, op, values))
         elif '!=' in term:
             key, value = (part.strip() for part in term.split('!=', 1))
-            checks.append(lambda labels, k=key, v=value: labels.get(k) != v)
+            checks.append(_label_check(key, '!=', frozenset([value])))
         elif '=' in term:
             key, value = (part.strip() for part in re.split(r'==?', term, maxsplit=1))
-            checks.append(lambda labels, k=key, v=value: labels.get(k) == v)
+            checks.append(_label_check(key, '=', frozenset([value])))
         elif term.startswith('!'):
-            absent = term[1:].strip()
-            checks.append(lambda labels, k=absent: k not in labels)
+            checks.append(_label_check(term[1:].strip(), '!', frozenset()))
         elif re.fullmatch(r'[A-Za-z0-9./_-]+', term):
-            checks.append(lambda labels, k=term: k in labels)
+            checks.append(_label_check(term, 'exists', frozenset()))
         else:
             raise SelectorError(f'unable to parse requirement: {term!r}')
 
