@@ -1,0 +1,52 @@
+"""LoadExperiment lifecycle around the happy path: waiting for a target that does not exist yet, then
+``spec.stop: true`` ending the run gracefully with its results kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kinfer.controller.settings import Settings
+from tests.e2e.operator_harness import Kubelet, condition, dump, install_crds, kinfer_operator, status_of
+from tests.kube.cluster import Cluster, eventually
+from tests.kube.kubectl import columns
+
+SERVER = {"apiVersion": "kinfer.dev/v1alpha1", "kind": "InferenceService", "metadata": {"name": "later"},
+          "spec": {"model": {"name": "null", "format": "null"}, "service": {"type": "ClusterIP"}}}
+EXPERIMENT: dict[str, Any] = {
+    "apiVersion": "kinfer.dev/v1alpha1", "kind": "LoadExperiment", "metadata": {"name": "stoppable"},
+    "spec": {"target": {"service": "later"}, "arrival": "uniform", "windowSize": 5,
+             "schedule": [{"rps": 20, "duration": "2m"}], "slo": {"p99Ms": 1000, "minSuccessRate": 0.99}},
+}
+
+
+async def test_waits_for_its_target_then_stops_gracefully(cluster: Cluster, tmp_path: Path) -> None:
+    await install_crds(cluster)
+    async with Kubelet(cluster, tmp_path) as kubelet, kinfer_operator(Settings(metrics_port=0, results_linger_s=20)):
+        await cluster.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(EXPERIMENT))
+        await eventually(lambda: status_of(cluster, "lexp", "stoppable").get("phase") == "WaitingForTarget",
+                         timeout_s=10)
+        progressing = condition(status_of(cluster, "lexp", "stoppable"), "Progressing")
+        assert (progressing["status"], progressing["reason"]) == ("False", "TargetNotFound")
+        assert "later" in progressing["message"]
+        _, out, _ = await cluster.kubectl("get", "lexp", "stoppable")
+        assert columns(out)[0]["PHASE"] == "WaitingForTarget"
+        assert cluster.list("jobs", "default") == []
+
+        await cluster.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(SERVER))
+        await eventually(lambda: (status_of(cluster, "lexp", "stoppable").get("live") or {}).get("realRPS"),
+                         timeout_s=30)
+        await cluster.kubectl("patch", "lexp", "stoppable", "--type=merge", "-p", '{"spec":{"stop":true}}')
+        await cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Stopped", "--timeout=20s", "lexp/stoppable",
+                              timeout_s=30)
+        status = status_of(cluster, "lexp", "stoppable")
+        assert status["stages"][0]["sent"] > 0, dump(status)
+        assert condition(status, "SLOMet")["status"] == "True", dump(status)
+        assert condition(status, "Progressing")["reason"] == "Stopped"
+        assert cluster.get("configmaps", "stoppable-results") is not None
+        # The generator was released from its linger: it exits and the Job completes.
+        await eventually(lambda: not kubelet.running("stoppable-loadgen"), timeout_s=10)
+        await eventually(lambda: (cluster.get("jobs", "stoppable-loadgen") or {}).get("status", {}).get(
+            "succeeded") == 1, timeout_s=10)
