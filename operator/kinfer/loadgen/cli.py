@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--processes", type=int, help="generator processes sharing the rate (default 1)")
     run.add_argument("--control-host", help="control API address (default 0.0.0.0)")
     run.add_argument("--control-port", type=int, help="control API port (default 8089, 0 any, -1 none)")
+    run.add_argument("--worker-cpus", help="pin generator processes to these CPUs, e.g. 2,3 or 2-5")
     run.add_argument("--linger", help="keep the control API up this long after the run (default 0)")
     return p
 

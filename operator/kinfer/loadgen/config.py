@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,8 @@ class LoadgenConfig:
     linger: float = 0.0
     slo_p99_ms: float | None = None
     min_success_rate: float | None = None
+    #: Pin generator process ``i`` to ``worker_cpus[i % len]`` (the parent stays unpinned).
+    worker_cpus: tuple[int, ...] = ()
 
     @property
     def window_records(self) -> int:
@@ -177,6 +180,7 @@ def build_config(args: dict[str, Any], *, resolve: bool = True) -> LoadgenConfig
     if slo_p99 is not None and not slo_p99 > 0:
         raise ConfigError(f"--slo-p99-ms must be > 0, got {slo_p99!r}")
     output = args.get("output")
+    worker_cpus = parse_cpus(args.get("worker_cpus"))
 
     return LoadgenConfig(
         url=url,
@@ -202,4 +206,22 @@ def build_config(args: dict[str, Any], *, resolve: bool = True) -> LoadgenConfig
         linger=duration_arg("--linger", args.get("linger"), positive=False) or 0.0,
         slo_p99_ms=slo_p99,
         min_success_rate=rate,
+        worker_cpus=worker_cpus,
     )
+
+
+def parse_cpus(text: str | None) -> tuple[int, ...]:
+    """``"2,3"`` or ``"2-5"`` -> CPU numbers this machine lets us use."""
+    if not text:
+        return ()
+    cpus: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            cpus.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ConfigError(f"invalid --worker-cpus {text!r}: use a list like 2,3 or 2-5") from None
+    count = os.cpu_count() or 1
+    if not cpus or max(cpus) >= count:
+        raise ConfigError(f"--worker-cpus {text!r}: this machine has CPUs 0-{count - 1}")
+    return tuple(cpus)

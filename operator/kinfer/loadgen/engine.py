@@ -52,6 +52,8 @@ class GeneratorSpec:
     interval: float
     share: float = 1.0
     phase: float = 0.0
+    #: CPUs this generator's process is pinned to (empty: wherever the OS puts it).
+    cpus: tuple[int, ...] = ()
 
 
 @dataclass

@@ -57,7 +57,7 @@ def _plots(out: Path, summary: dict[str, Any], records: list[dict[str, str]],
     if records:
         t = _col(records, "t")
         fig, ax = plt.subplots(figsize=(9, 3.6))
-        ax.plot(t, _col(records, "targetRPS"), label="target RPS", color="black", linestyle="--", linewidth=1)
+        ax.plot(t, _col(records, "targetRPS"), label="target RPS", color="black", linestyle="--", linewidth=1, drawstyle="steps-pre")
         ax.plot(t, _col(records, "realRPS"), label="realRPS (sent)")
         ax.plot(t, _col(records, "realQPS"), label="realQPS (completed)")
         boundaries(ax)

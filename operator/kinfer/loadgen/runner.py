@@ -93,6 +93,7 @@ class Run:
             timeout=config.timeout,
             max_in_flight=config.max_in_flight,
             interval=config.interval,
+            cpus=config.worker_cpus,
         )
         self.group: GeneratorGroup
         if in_process and config.processes == 1:

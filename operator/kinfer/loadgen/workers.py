@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import multiprocessing
+import os
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -40,7 +41,8 @@ class GeneratorGroup(Protocol):
 
 
 def split_spec(spec: GeneratorSpec, n: int) -> list[GeneratorSpec]:
-    """``n`` specs sharing ``spec``'s rate and in-flight limit, with distinct seeds and phases."""
+    """``n`` specs sharing ``spec``'s rate and in-flight limit, with distinct seeds and phases; with
+    ``spec.cpus``, worker ``i`` is pinned to the ``i``-th CPU of the list (round-robin)."""
     out = []
     for i in range(n):
         out.append(
@@ -50,6 +52,7 @@ def split_spec(spec: GeneratorSpec, n: int) -> list[GeneratorSpec]:
                 phase=i / n,
                 seed=None if spec.seed is None else spec.seed + 1_000_003 * i,
                 max_in_flight=max(1, -(-spec.max_in_flight // n)),
+                cpus=(spec.cpus[i % len(spec.cpus)],) if spec.cpus else (),
             )
         )
     return out
@@ -90,6 +93,8 @@ class LocalGroup:
 
 def _worker_main(conn: Connection, spec: GeneratorSpec) -> None:
     """Body of a worker process: build the generator, wait for the start time, run, report."""
+    if spec.cpus:
+        os.sched_setaffinity(0, spec.cpus)
     try:
         import uvloop
 
