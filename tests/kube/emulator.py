@@ -232,6 +232,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise errors.no_such_resource()
         if route.subresource not in (None, 'status') and not (route.subresource == 'log' and route.plural == 'pods'):
             raise errors.no_such_resource()
+        if route.subresource == 'status' and 'status' not in info.subresources:
+            raise errors.no_such_resource()  # e.g. a CRD version without `subresources: {status: {}}`
 
         method = request.method
         params = request.params
