@@ -1,0 +1,59 @@
+"""Two generator pods share one experiment's rate: each gets half, the daemon polls both and merges;
+``kubectl get lexp -w`` shows the live numbers; status is written once per record interval."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kinfer.controller.settings import Settings
+from tests.e2e.operator_harness import Kubelet, condition, dump, install_crds, kinfer_operator, status_of
+from tests.kube.cluster import Cluster, eventually
+
+SERVER = {"apiVersion": "kinfer.dev/v1alpha1", "kind": "InferenceService", "metadata": {"name": "target"},
+          "spec": {"model": {"name": "null", "format": "null"}, "service": {"type": "ClusterIP"}}}
+EXPERIMENT: dict[str, Any] = {
+    "apiVersion": "kinfer.dev/v1alpha1", "kind": "LoadExperiment", "metadata": {"name": "split"},
+    "spec": {"target": {"service": "target"}, "arrival": "uniform", "windowSize": 3, "parallelism": 2,
+             "schedule": [{"rps": 20, "duration": "8s"}], "slo": {"p99Ms": 1000}},
+}
+
+
+def status_patches(cluster: Cluster, name: str) -> int:
+    """PATCHes of the experiment's status subresource the API server has received so far."""
+    return sum(1 for r in cluster.emulator
+               if "PATCH" in str(r.method) and r.url.path.endswith(f"/loadexperiments/{name}/status"))
+
+
+async def test_parallel_generators_split_the_rate_and_merge_into_one_status(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    await install_crds(cluster)
+    async with Kubelet(cluster, tmp_path) as kubelet, kinfer_operator(Settings(metrics_port=0, results_linger_s=20)):
+        await cluster.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump_all([SERVER, EXPERIMENT]))
+        async with cluster.kubectl_stream("get", "lexp", "split", "-w") as watch:
+            # A Running row whose RPS column holds a number.
+            await watch.wait_for_line(r"^split\s+Running\s+[\d.]+\s+\d+(\.\d+)?\s", timeout_s=30)
+        job = cluster.get("jobs", "split-loadgen")
+        assert job is not None and job["spec"]["parallelism"] == 2
+        assert len(kubelet.running("split-loadgen")) == 2
+        schedule = yaml.safe_load(cluster.get("configmaps", "split-schedule")["data"]["schedule.yaml"])  # type: ignore[index]
+        assert schedule["stages"] == [{"duration": "8s", "rps": 10.0}]
+
+        await eventually(lambda: (status_of(cluster, "lexp", "split").get("live") or {}).get("realRPS", 0) >= 18,
+                         timeout_s=5)
+        assert status_of(cluster, "lexp", "split")["targetRPS"] == 20
+
+        before = status_patches(cluster, "split")
+        await asyncio.sleep(3)
+        written = status_patches(cluster, "split") - before
+        assert 2 <= written <= 4, f"{written} status patches in 3 s"
+
+        await eventually(lambda: status_of(cluster, "lexp", "split").get("phase") == "Succeeded", timeout_s=30)
+        status = status_of(cluster, "lexp", "split")
+        [stage] = status["stages"]
+        assert 140 <= stage["sent"] <= 180 and stage["rps"] == 20, dump(status)
+        assert condition(status, "SLOMet")["status"] == "True"
