@@ -57,7 +57,15 @@ def _plots(out: Path, summary: dict[str, Any], records: list[dict[str, str]],
     if records:
         t = _col(records, "t")
         fig, ax = plt.subplots(figsize=(9, 3.6))
-        ax.plot(t, _col(records, "targetRPS"), label="target RPS", color="black", linestyle="--", linewidth=1, drawstyle="steps-pre")
+        ax.plot(
+            t,
+            _col(records, "targetRPS"),
+            label="target RPS",
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            drawstyle="steps-pre",
+        )
         ax.plot(t, _col(records, "realRPS"), label="realRPS (sent)")
         ax.plot(t, _col(records, "realQPS"), label="realQPS (completed)")
         boundaries(ax)
@@ -66,9 +74,7 @@ def _plots(out: Path, summary: dict[str, Any], records: list[dict[str, str]],
         fig.tight_layout()
         fig.savefig(out / "rates.png", dpi=100)
         plt.close(fig)
-        made.append(
-            ("rates.png", "Offered, sent and completed rates per record; dotted lines: stage boundaries")
-        )
+        made.append(("rates.png", "Offered, sent and completed rates per record; dotted lines: stage boundaries"))
 
         fig, ax = plt.subplots(figsize=(9, 3.6))
         ax.plot(t, _col(records, "p50Ms"), label="p50")
@@ -108,9 +114,7 @@ def _plots(out: Path, summary: dict[str, Any], records: list[dict[str, str]],
         fig.tight_layout()
         fig.savefig(out / "server_resources.png", dpi=100)
         plt.close(fig)
-        made.append(
-            ("server_resources.png", "Server process tree (gunicorn master + workers) CPU and memory")
-        )
+        made.append(("server_resources.png", "Server process tree (gunicorn master + workers) CPU and memory"))
     return made
 
 
@@ -197,9 +201,7 @@ def write_report(results: Path) -> Path:
         verdict = "no SLO set"
     else:
         verdict = "met" if slo.get("met") else "NOT met"
-        verdict += (
-            f" (p99 ≤ {_fmt(slo.get('p99Ms'))} ms, success rate ≥ {_fmt(slo.get('minSuccessRate'), '.3f')})"
-        )
+        verdict += f" (p99 ≤ {_fmt(slo.get('p99Ms'))} ms, success rate ≥ {_fmt(slo.get('minSuccessRate'), '.3f')})"
     figures = "".join(
         f'<figure><img src="{name}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
         for name, c in plots

@@ -232,6 +232,9 @@ async def run(plan: Plan, logs: Path, console: Any, live_view: bool) -> RunOutco
         try:
             await runner.start_servers()
             if not runner.stop_requested.is_set():
+                for server in plan.servers:
+                    replicas = len(server.replica_ports)
+                    console.print(f"InferenceService {server.name}: {replicas} replica(s) ready at {server.url}")
                 for exp in plan.experiments:
                     console.print(
                         f"LoadExperiment {exp.name}: {exp.url}{exp.resource.spec.target.path} "
