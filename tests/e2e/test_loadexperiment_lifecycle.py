@@ -50,3 +50,15 @@ async def test_waits_for_its_target_then_stops_gracefully(cluster: Cluster, tmp_
         await eventually(lambda: not kubelet.running("stoppable-loadgen"), timeout_s=10)
         await eventually(lambda: (cluster.get("jobs", "stoppable-loadgen") or {}).get("status", {}).get(
             "succeeded") == 1, timeout_s=10)
+
+
+async def test_unsupported_capacity_mode_fails_naming_the_field(cluster: Cluster) -> None:
+    await install_crds(cluster)
+    doc = {**EXPERIMENT, "metadata": {"name": "capacity"},
+           "spec": {**EXPERIMENT["spec"], "mode": "capacity", "schedule": []}}
+    async with kinfer_operator(Settings(metrics_port=0)):
+        await cluster.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(doc))
+        await eventually(lambda: status_of(cluster, "lexp", "capacity").get("phase") == "Failed", timeout_s=10)
+        progressing = condition(status_of(cluster, "lexp", "capacity"), "Progressing")
+        assert progressing["reason"] == "CapacityModeUnsupported" and "spec.mode" in progressing["message"]
+        assert cluster.list("jobs", "default") == []
