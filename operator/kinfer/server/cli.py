@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--delay-ms", type=float, default=0.0, help="null backend: mean delay per model call")
     add("--delay-distribution", choices=DISTRIBUTIONS, default="fixed")
     add("--memory-fraction", type=float, help="per-process GPU memory cap (only with a GPU)")
+    add("--intra-op-threads", type=int, default=0, help="runtime threads per worker; 0 = its default")
     add("--max-body-bytes", type=int, default=16 * 1024 * 1024)
     add("--timeout", type=int, default=120, help="gunicorn worker timeout, seconds")
     add("--graceful-timeout", type=int, default=15, help="seconds to finish requests on shutdown")

@@ -48,6 +48,8 @@ class ServerConfig:
     delay_ms: float = 0.0
     delay_distribution: str = "fixed"
     memory_fraction: float | None = None
+    #: runtime intra-op threads per worker; 0 = the runtime's default (best on small machines).
+    intra_op_threads: int = 0
     max_body_bytes: int = 16 * 1024 * 1024
     #: gunicorn: seconds a silent worker lives, and the grace period on shutdown.
     timeout: int = 120
@@ -61,6 +63,7 @@ class ServerConfig:
             memory_fraction=self.memory_fraction,
             delay_ms=self.delay_ms,
             delay_distribution=self.delay_distribution,
+            intra_op_threads=self.intra_op_threads,
         )
 
 
@@ -72,6 +75,7 @@ def _check_ranges(cfg: ServerConfig) -> None:
         (cfg.max_delay_ms >= 0, f"--max-delay-ms must be >= 0, got {cfg.max_delay_ms}"),
         (0 <= cfg.port <= 65535, f"--port must be 0..65535, got {cfg.port}"),
         (cfg.delay_ms >= 0, f"--delay-ms must be >= 0, got {cfg.delay_ms}"),
+        (cfg.intra_op_threads >= 0, f"--intra-op-threads must be >= 0, got {cfg.intra_op_threads}"),
         (cfg.max_body_bytes >= 1, f"--max-body-bytes must be >= 1, got {cfg.max_body_bytes}"),
         (
             cfg.memory_fraction is None or 0 < cfg.memory_fraction <= 1,

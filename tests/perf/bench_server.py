@@ -1,0 +1,253 @@
+"""Model-server benchmark: the seed's design against kinfer's best configuration, in one run.
+
+Run by hand (not collected by pytest)::
+
+    .venv/bin/python tests/perf/bench_server.py [--probe-s 10] [--out /tmp/kinfer-bench]
+
+Model: the SSD-MobileNet-300 shape (random weights, real size: 27 MB, 1917 anchors, NMS), built once
+with ``kinfer model build ssd-mobilenet`` into ``--out``. Both servers answer ``GET /gpu`` (one
+inference on a preloaded dataset image), driven by ``kinfer loadgen`` open-loop (Poisson arrivals,
+latency from the scheduled send time). For each configuration the highest rate whose p99 stays
+<= 100 ms is found by doubling then bisecting. Also measured: the overhead of HTTP, decoding and
+pre/post-processing per request, as the median of (``POST /predict`` of a dataset JPEG, one request
+at a time) minus (the bare ONNX Runtime call on the same pre-processed image), interleaved.
+Timings on a shared machine are noisy: compare within one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+KINFER = [sys.executable, "-m", "kinfer.cli"]
+SLO_P99_MS = 100.0
+LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
+
+
+@dataclass(frozen=True)
+class Design:
+    name: str
+    args: tuple[str, ...]
+
+
+SEED = Design("seed: gunicorn sync workers, TF frozen graph, batch 1",
+              ("--format", "tf-graphdef", "--workers", "2", "--threads", "1"))  # fmt: skip
+CANDIDATES = [
+    Design("kinfer: onnx, 2 workers x 2 threads, batch 1",
+           ("--format", "onnx", "--workers", "2", "--threads", "2")),
+    Design("kinfer: onnx, 2 workers x 1 thread, 1 runtime thread each",
+           ("--format", "onnx", "--workers", "2", "--threads", "1", "--intra-op-threads", "1")),
+    Design("kinfer: onnx, 1 worker x 4 threads, dynamic batch 4 / 5 ms",
+           ("--format", "onnx", "--workers", "1", "--threads", "4", "--max-batch-size", "4", "--max-delay-ms", "5")),
+]  # fmt: skip
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build_model(out: Path) -> Path:
+    model = out / "ssd-mobilenet"
+    if not (model / "model.json").exists():
+        log(f"building ssd-mobilenet (random weights, real shape) into {model} ...")
+        cmd = [*KINFER, "model", "build", "ssd-mobilenet", "--output", str(model), "--no-savedmodel"]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    return model
+
+
+class Server:
+    """``kinfer serve --model MODEL ARGS`` on a free loopback port."""
+
+    def __init__(self, model: Path, args: tuple[str, ...]) -> None:
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="kinfer-serve-", suffix=".log")  # noqa: SIM115
+        self.workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+        cmd = [*KINFER, "serve", "--model", str(model), *args, "--host", "127.0.0.1", "--port", "0"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log,
+                                     env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})  # fmt: skip
+        self.url = self._wait_url()
+        self._wait_ready()
+
+    def _text(self) -> str:
+        return Path(self.log.name).read_text()
+
+    def _wait_url(self, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = LISTENING.search(self._text())
+            if match:
+                return match.group(1)
+            time.sleep(0.1)
+        raise RuntimeError(self._text())
+
+    def _wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.url + "/v2/health/ready", timeout=5).status_code == 200:
+                    # readiness is per worker: wait until every worker reports ready
+                    metrics = requests.get(self.url + "/metrics", timeout=5).text
+                    ready = re.search(r"kinfer_server_workers_ready\{[^}]*\} (\S+)", metrics)
+                    if ready and float(ready.group(1)) >= self.workers:
+                        return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("not ready:\n" + self._text())
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def probe(url: str, rps: float, seconds: float) -> dict[str, float]:
+    """One open-loop run of ``kinfer loadgen``: p99 (ms, from the scheduled time) and success rate."""
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run(
+            [*KINFER, "loadgen", url + "/gpu", "--rps", f"{rps:g}", "--duration", f"{seconds:g}",
+             "--output", out, "--quiet", "--timeout-ms", "5000", "--control-port", "0"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        summary = json.loads((Path(out) / "summary.json").read_text())
+    sent = max(1, summary["sent"])
+    return {"rps": rps, "p99": float(summary["latencyMs"]["p99"]), "sr": summary["completed"] / sent,
+            "achieved": float(summary["achievedRPS"])}  # fmt: skip
+
+
+def meets(result: dict[str, float]) -> bool:
+    return result["p99"] <= SLO_P99_MS and result["sr"] >= 0.99
+
+
+class CapacitySearch:
+    """Highest rate meeting p99 <= 100 ms: double from ``start`` until it fails, then bisect."""
+
+    def __init__(self, start: float, bisections: int = 3) -> None:
+        self.good, self.bad = 0.0, None
+        self.rate = start
+        self.left = bisections
+        self.probes: list[dict[str, float]] = []
+
+    @property
+    def done(self) -> bool:
+        return self.bad is not None and self.left == 0
+
+    def record(self, result: dict[str, float]) -> None:
+        self.probes.append(result)
+        ok = meets(result)
+        if self.bad is None:
+            if ok:
+                self.good, self.rate = self.rate, self.rate * 2
+                return
+            self.bad = self.rate
+        else:
+            self.left -= 1
+            if ok:
+                self.good = self.rate
+            else:
+                self.bad = self.rate
+        self.rate = (self.good + self.bad) / 2
+
+
+def overhead(model: Path, url: str, n: int = 60) -> dict[str, float]:
+    """Median ms of the bare ONNX Runtime call vs ``POST /predict`` of the same JPEG (interleaved)."""
+    import numpy as np
+
+    from kinfer.server.preprocess import decode_image, preprocess
+
+    image = model / "dataset" / "astronaut.jpg"
+    data = image.read_bytes()
+    meta = json.loads((model / "model.json").read_text())
+    row = preprocess(decode_image(data), meta["preprocess"], tuple(meta["inputSize"]), "uint8")[np.newaxis]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model / "model.onnx"), providers=["CPUExecutionProvider"])
+    http = requests.Session()
+    for _ in range(5):
+        session.run(None, {"image_tensor:0": row})
+        http.post(url + "/predict", data=data, timeout=10)
+    bare, served = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        session.run(None, {"image_tensor:0": row})
+        bare.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        resp = http.post(url + "/predict", data=data, timeout=10)
+        served.append((time.perf_counter() - t0) * 1000)
+        assert resp.status_code == 200, resp.text
+    diffs = [s - b for s, b in zip(served, bare, strict=True)]
+    return {"bare_ms": statistics.median(bare), "predict_ms": statistics.median(served),
+            "overhead_ms": statistics.median(diffs)}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="/tmp/kinfer-bench", help="where the model is built/cached")
+    parser.add_argument("--probe-s", type=float, default=10.0, help="seconds per load probe")
+    parser.add_argument("--start-rps", type=float, default=8.0, help="first probe rate")
+    parser.add_argument("--skip-overhead", action="store_true")
+    args = parser.parse_args()
+    model = build_model(Path(args.out))
+    designs = [SEED, *CANDIDATES]
+    # All servers run side by side and the searches advance in lockstep, so that the background load
+    # of a shared machine drifts over every design alike.
+    servers = {}
+    try:
+        for design in designs:
+            log(f"starting {design.name}:\n  kinfer serve --model {model} {' '.join(design.args)}")
+            servers[design.name] = Server(model, design.args)
+        searches = {d.name: CapacitySearch(args.start_rps) for d in designs}
+        while not all(s.done for s in searches.values()):
+            for name, search in searches.items():
+                if search.done:
+                    continue
+                result = probe(servers[name].url, search.rate, args.probe_s)
+                log(f"  {name[:40]:<40} {result['rps']:7.1f} rps -> p99 {result['p99']:8.1f} ms, "
+                    f"success {result['sr']:.3f}")  # fmt: skip
+                search.record(result)
+    finally:
+        for server in servers.values():
+            server.stop()
+    results = {
+        d.name: {"args": " ".join(d.args), "capacityRPS": searches[d.name].good, "probes": searches[d.name].probes}
+        for d in designs
+    }
+    seed_cap = results[SEED.name]["capacityRPS"]
+    best_name = max((d.name for d in CANDIDATES), key=lambda n: results[n]["capacityRPS"])
+    report: dict[str, object] = {
+        "sloP99Ms": SLO_P99_MS,
+        "designs": results,
+        "seedCapacityRPS": seed_cap,
+        "bestKinfer": best_name,
+        "bestKinferCapacityRPS": results[best_name]["capacityRPS"],
+        "speedup": results[best_name]["capacityRPS"] / seed_cap if seed_cap else None,
+    }
+    if not args.skip_overhead:
+        server = Server(model, ("--format", "onnx", "--workers", "1", "--threads", "2"))
+        try:
+            report["overhead"] = overhead(model, server.url)
+        finally:
+            server.stop()
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
