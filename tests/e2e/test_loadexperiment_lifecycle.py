@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,19 @@ async def test_waits_for_its_target_then_stops_gracefully(cluster: Cluster, tmp_
         await cluster.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(SERVER))
         await eventually(lambda: (status_of(cluster, "lexp", "stoppable").get("live") or {}).get("realRPS"),
                          timeout_s=30)
+        # A generator that stops answering: the condition says so, the daemon backs off, then resumes.
+        [generator] = kubelet.running("stoppable-loadgen")
+        os.kill(generator.proc.pid, signal.SIGSTOP)
+        try:
+            await eventually(lambda: condition(status_of(cluster, "lexp", "stoppable"), "Progressing").get("reason")
+                             == "GeneratorUnreachable", timeout_s=10)
+            unreachable = condition(status_of(cluster, "lexp", "stoppable"), "Progressing")
+            assert unreachable["status"] == "Unknown" and generator.ip in unreachable["message"]
+        finally:
+            os.kill(generator.proc.pid, signal.SIGCONT)
+        await eventually(lambda: condition(status_of(cluster, "lexp", "stoppable"), "Progressing").get("reason")
+                         == "Running", timeout_s=15)
+
         await cluster.kubectl("patch", "lexp", "stoppable", "--type=merge", "-p", '{"spec":{"stop":true}}')
         await cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Stopped", "--timeout=20s", "lexp/stoppable",
                               timeout_s=30)
