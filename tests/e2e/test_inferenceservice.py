@@ -39,8 +39,9 @@ async def test_example_becomes_ready_with_endpoint_and_heals_a_deleted_pod(
 ) -> None:
     await install_crds(cluster)
     async with kinfer_operator(SETTINGS), Kubelet(cluster, tmp_path) as kubelet:
-        _, out, _ = await cluster.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(example_isvc()))
+        _, out, _ = await cluster.kubectl("apply", "--validate=false", "-f", str(EXAMPLE))
         assert "inferenceservice.kinfer.dev/mobilenet created" in out
+        assert "loadexperiment.kinfer.dev/mobilenet-load created" in out  # it starts once the service is Ready
 
         pod = await cluster.wait_for("pods", "mobilenet-pod0", timeout_s=10)
         assert pod is not None
@@ -88,7 +89,7 @@ async def test_example_becomes_ready_with_endpoint_and_heals_a_deleted_pod(
                 and new["metadata"]["uid"] in kubelet.pods)
 
         await eventually(recreated_and_ready, timeout_s=30)
-        assert kubelet.started == ["mobilenet-pod0", "mobilenet-pod0"]
+        assert [n for n in kubelet.started if n.startswith("mobilenet-pod")] == ["mobilenet-pod0", "mobilenet-pod0"]
         _, out, _ = await cluster.kubectl("describe", "kisvc", "mobilenet")
         assert "PodCreated" in out, out
 
