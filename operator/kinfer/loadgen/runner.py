@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from kinfer.loadgen.config import LoadgenConfig
+from kinfer.loadgen.config import ConfigError, LoadgenConfig
 from kinfer.loadgen.engine import GeneratorSpec
 from kinfer.loadgen.plan import RatePlan
 from kinfer.loadgen.recorder import Record, Recorder, stage_rps
@@ -282,7 +282,12 @@ async def serve(run: Run, *, handle_signals: bool = False) -> Run:
     server: ControlServer | None = None
     if config.control_port is not None:
         server = ControlServer(run, config.control_host, config.control_port)
-        await server.start()
+        try:
+            await server.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve the control API on {config.control_host}:{config.control_port}: {exc.strerror}"
+            ) from None
         run.control_url = server.url
         print(f"kinfer loadgen: control API and dashboard on {server.url}", file=sys.stderr, flush=True)
     loop = asyncio.get_running_loop()
@@ -306,9 +311,14 @@ def run_main(config: LoadgenConfig) -> int:
     try:
         import uvloop
 
-        result = uvloop.run(run_async(config, handle_signals=True))
+        runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is in the loadgen extra
-        result = asyncio.run(run_async(config, handle_signals=True))
+        runner = asyncio.run
+    try:
+        result: Run = runner(run_async(config, handle_signals=True))
+    except ConfigError as exc:
+        print(f"kinfer loadgen: error: {exc}", file=sys.stderr)
+        return 2
     summary = result.summary()
     if not config.quiet:
         lat = summary["latencyMs"]

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -92,7 +93,13 @@ class LocalGroup:
 
 
 def _worker_main(conn: Connection, spec: GeneratorSpec) -> None:
-    """Body of a worker process: build the generator, wait for the start time, run, report."""
+    """Body of a worker process: build the generator, wait for the start time, run, report.
+
+    Ctrl-C in a terminal signals the whole process group: workers ignore SIGINT/SIGTERM and let the
+    parent stop them through the pipe, so their last interval still reaches the results.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if spec.cpus:
         os.sched_setaffinity(0, spec.cpus)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
 import re
 import signal
 import sys
@@ -118,3 +119,36 @@ async def test_bad_input_exits_2_with_one_line() -> None:
     assert proc.returncode == 2
     assert err.decode().count("\n") == 1
     assert "ftp://example/" in err.decode()
+
+
+async def test_a_busy_control_port_is_bad_input(target: TargetServer) -> None:
+    first = await start(target.url(), "--rps", "1", "--duration", "30", "--control-port", "0", "--quiet")
+    port = (await control_url(first)).rsplit(":", 1)[1]
+    try:
+        proc = await start(target.url(), "--rps", "1", "--duration", "1", "--control-port", port)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 2
+        assert err.decode().count("\n") == 1
+        assert port in err.decode()
+    finally:
+        first.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(first.communicate(), 20)
+
+
+async def test_ctrl_c_to_the_whole_process_group_keeps_the_workers_last_interval(
+    target: TargetServer, tmp_path: Path
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        KINFER, "loadgen", target.url(), "--rps", "50", "--duration", "60", "--processes", "2",
+        "--output", str(tmp_path), "--control-port", "0", "--quiet",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    await control_url(proc)
+    await eventually(lambda: target.received >= 60, within=20)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err.decode()
+    assert "Traceback" not in err.decode()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["phase"] == "Stopped"
+    assert summary["sent"] == target.received
