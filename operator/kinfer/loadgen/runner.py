@@ -145,8 +145,20 @@ class Run:
                 self.sending_ended = min(max(time.monotonic() - self.t0, 0.0), self.plan.end)
             self.finished_at = datetime.now(UTC)
             if self.writer is not None:
-                self.writer.write_summary(self.summary())
+                summary = self.summary()
+                self.writer.write_summary(summary)
                 self.writer.close()
+                self._write_report(summary)
+
+    def _write_report(self, summary: dict[str, Any]) -> None:
+        assert self.config.output is not None
+        try:
+            from kinfer.loadgen.report import write_plots, write_report
+
+            plots = write_plots(self.config.output, self.recorder.records)
+            write_report(self.config.output, summary, plots)
+        except Exception as exc:  # the measurements are already on disk; a plot must not fail the run
+            print(f"kinfer loadgen: could not write plots/report: {exc}", file=sys.stderr)
 
     async def linger(self) -> None:
         """Keep the control API up ``--linger`` seconds (or until ``/api/stop``)."""

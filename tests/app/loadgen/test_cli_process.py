@@ -48,6 +48,9 @@ async def test_a_run_writes_results_and_prints_a_line_per_record(target: TargetS
     rows = list(csv.DictReader((tmp_path / "records.csv").read_text().splitlines()))
     assert len(rows) == summary["records"] >= 2
     assert sum(float(r["realRPS"]) for r in rows) == pytest.approx(summary["sent"])
+    assert (tmp_path / "rates.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "latency.png").stat().st_size > 0
+    assert 'src="rates.png"' in (tmp_path / "report.html").read_text()
 
 
 async def test_two_processes_share_the_rate_and_merge_exactly(target: TargetServer, tmp_path: Path) -> None:
