@@ -155,3 +155,22 @@ async def test_ctrl_c_to_the_whole_process_group_keeps_the_workers_last_interval
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["phase"] == "Stopped"
     assert summary["sent"] == target.received
+
+
+async def test_intensity_reaches_every_worker_process_within_a_second(target: TargetServer) -> None:
+    proc = await start(
+        target.url(), "--rps", "10", "--duration", "30", "--processes", "2", "--arrival", "uniform",
+        "--control-port", "0", "--quiet",
+    )  # fmt: skip
+    url = await control_url(proc)
+    try:
+        await eventually(lambda: target.received >= 2, within=20)
+        async with aiohttp.ClientSession() as http, http.post(url + "/api/intensity", json={"rps": 200}) as resp:
+            assert resp.status == 200
+        changed = asyncio.get_running_loop().time()
+        before = target.received
+        await eventually(lambda: target.received - before >= 40, within=5)
+        assert asyncio.get_running_loop().time() - changed < 1.0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 20)
