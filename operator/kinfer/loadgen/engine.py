@@ -176,6 +176,9 @@ class Generator:
         while not self._stopped:
             t, is_arrival = arrivals.next_event()
             if t >= end:
+                # the schedule's last interval lasts until its end, even when its last send came early
+                while not self._stopped and (delay := t0 + end - mono()) > 0:
+                    await self._wait(delay)
                 break
             due = t0 + t
             while not self._changed:

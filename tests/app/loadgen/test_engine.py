@@ -160,3 +160,14 @@ async def test_server_timing_stages_are_aggregated(target: TargetServer, start_r
         "queue": {"mean": pytest.approx(0.5), "p99": pytest.approx(0.5, rel=1e-2)},
     }
     assert run.recorder.records[0].to_json()["serverTimingMs"] == {"infer": 2.0, "postprocess": 0.25, "queue": 0.5}
+
+
+async def test_burst_reproduces_the_seeds_whole_second_bursts(target: TargetServer, start_run: StartRun) -> None:
+    handle = await start_run(target.url(), "--rps", "30", "--duration", "2", "--arrival", "burst")
+    summary = (await handle.finished()).summary()
+    assert summary["sent"] == target.received == 60
+    assert summary["durationS"] == pytest.approx(2.0, abs=0.05)
+    assert summary["achievedRPS"] == pytest.approx(30, abs=1)
+    first, second = target.arrivals[:30], target.arrivals[30:]
+    assert max(first) - min(first) < 0.5
+    assert min(second) - min(first) == pytest.approx(1.0, abs=0.2)
