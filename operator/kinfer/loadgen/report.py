@@ -1,91 +1,234 @@
-"""End-of-run plots (PNG, matplotlib) and ``report.html`` in the results directory (DESIGN.md §6).
+"""A results directory rendered for people: PNG plots and ``report.html`` (DESIGN.md §6).
 
-Written once the run is over, from what records.csv and summary.json already hold, so a failure here
-never costs a measurement.
+Written once the run is over, from what is already on disk, so a failure here never costs a
+measurement; ``kinfer run`` calls it again after adding the server's resource samples. Reads what
+the generator wrote (``summary.json``, ``records.csv``) and, when present, the server's
+CPU/memory per record (``server_resources.csv``, written by ``kinfer run``). Plots: offered/sent/
+completed rates and p50/p99 over time with stage boundaries; p99 against offered rate per stage (the
+seed's RPS -> p99 table as a curve); server CPU and memory over time.
 """
 
 from __future__ import annotations
 
+import csv
 import html
+import json
 from pathlib import Path
 from typing import Any
 
-from kinfer.loadgen.recorder import Record
+REPORT = "report.html"
 
 
-def write_plots(directory: Path, records: list[Record]) -> list[str]:
-    """``rates.png`` (target, sent, completed) and ``latency.png`` (p50, p99, avg99th); returns names."""
-    if not records:
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
         return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _col(rows: list[dict[str, str]], name: str) -> list[float]:
+    out = []
+    for row in rows:
+        value = row.get(name, "")
+        out.append(float(value) if value not in ("", None) else float("nan"))
+    return out
+
+
+def _stage_edges(summary: dict[str, Any]) -> list[float]:
+    edges, t = [], 0.0
+    for stage in summary.get("stages") or []:
+        t += float(stage.get("durationS") or 0.0)
+        edges.append(t)
+    return edges[:-1]
+
+
+def _plots(out: Path, summary: dict[str, Any], records: list[dict[str, str]],
+           resources: list[dict[str, str]]) -> list[tuple[str, str]]:  # fmt: skip
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t = [r.t for r in records]
-    written = []
-    series: dict[str, list[tuple[str, list[float | None]]]] = {
-        "rates.png": [
-            ("targetRPS", [r.target_rps for r in records]),
-            ("realRPS", [r.real_rps for r in records]),
-            ("realQPS", [r.real_qps for r in records]),
-        ],
-        "latency.png": [
-            ("p50Ms", [r.p50_ms for r in records]),
-            ("p99Ms", [r.p99_ms for r in records]),
-            ("avg99thMs", [r.avg99th_ms for r in records]),
-        ],
-    }
-    for name, lines in series.items():
-        fig, ax = plt.subplots(figsize=(9, 3.5))
-        for label, values in lines:
-            ax.plot(t, [float("nan") if v is None else v for v in values], label=label)
-        ax.set_xlabel("t (s)")
-        ax.set_ylabel("requests/s" if name == "rates.png" else "ms")
-        ax.grid(alpha=0.3)
+    made: list[tuple[str, str]] = []
+    edges = _stage_edges(summary)
+
+    def boundaries(ax: Any) -> None:
+        for edge in edges:
+            ax.axvline(edge, color="grey", linestyle=":", linewidth=0.8)
+
+    if records:
+        t = _col(records, "t")
+        fig, ax = plt.subplots(figsize=(9, 3.6))
+        ax.plot(
+            t,
+            _col(records, "targetRPS"),
+            label="target RPS",
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            drawstyle="steps-pre",
+        )
+        ax.plot(t, _col(records, "realRPS"), label="realRPS (sent)")
+        ax.plot(t, _col(records, "realQPS"), label="realQPS (completed)")
+        boundaries(ax)
+        ax.set(xlabel="time (s)", ylabel="requests/s", title="Rates")
+        ax.legend(loc="upper left")
+        fig.tight_layout()
+        fig.savefig(out / "rates.png", dpi=100)
+        plt.close(fig)
+        made.append(("rates.png", "Offered, sent and completed rates per record; dotted lines: stage boundaries"))
+
+        fig, ax = plt.subplots(figsize=(9, 3.6))
+        ax.plot(t, _col(records, "p50Ms"), label="p50")
+        ax.plot(t, _col(records, "p99Ms"), label="p99 (queryTime)")
+        ax.plot(t, _col(records, "avg99thMs"), label="Avg99th (window)")
+        boundaries(ax)
+        ax.set(xlabel="time (s)", ylabel="ms (from scheduled send)", title="Latency")
+        ax.legend(loc="upper left")
+        fig.tight_layout()
+        fig.savefig(out / "latency.png", dpi=100)
+        plt.close(fig)
+        made.append(("latency.png", "Latency per record, measured from the scheduled send time"))
+
+    stages = [s for s in summary.get("stages") or [] if (s.get("latencyMs") or {}).get("p99") is not None]
+    if stages:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        rps = [float(s.get("rps") or 0) for s in stages]
+        ax.plot(rps, [s["latencyMs"]["p99"] for s in stages], marker="o", label="p99")
+        ax.plot(rps, [s["latencyMs"].get("p50") for s in stages], marker=".", label="p50")
+        ax.set(xlabel="offered rate (requests/s)", ylabel="ms", title="Latency vs offered rate (per stage)")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(directory / name, dpi=100)
+        fig.savefig(out / "p99_vs_rps.png", dpi=100)
         plt.close(fig)
-        written.append(name)
-    return written
+        made.append(("p99_vs_rps.png", "Per-stage latency against the offered rate"))
+
+    if resources:
+        t = _col(resources, "t")
+        fig, ax = plt.subplots(figsize=(9, 3.2))
+        ax.plot(t, _col(resources, "cpuPercent"), label="server CPU % (of one core)", color="tab:red")
+        ax.set(xlabel="time (s)", ylabel="CPU %", title="Server resources")
+        ax2 = ax.twinx()
+        ax2.plot(t, _col(resources, "rssMB"), label="server memory (MB)", color="tab:purple")
+        ax2.set_ylabel("MB")
+        boundaries(ax)
+        fig.legend(loc="upper left")
+        fig.tight_layout()
+        fig.savefig(out / "server_resources.png", dpi=100)
+        plt.close(fig)
+        made.append(("server_resources.png", "Server process tree (gunicorn master + workers) CPU and memory"))
+    return made
 
 
-def _cell(value: Any) -> str:
-    return "-" if value is None else html.escape(str(value))
+def _fmt(value: Any, spec: str = ".1f") -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, int | float):
+        return format(value, spec)
+    return html.escape(str(value))
 
 
-def write_report(directory: Path, summary: dict[str, Any], plots: list[str]) -> None:
-    """A self-contained HTML page: totals, latency, per-stage table, plots."""
-    lat = summary.get("latencyMs", {})
-    rows = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{_cell(v)}</td>"
-            for v in (
-                s["index"], s["rps"], s["durationS"], s["sent"], s["completed"], s["errors"], s["dropped"],
-                s["latencyMs"]["p50"], s["latencyMs"]["p99"], s["latencyMs"]["max"], s["serviceRate"],
-            )
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _stage_rows(summary: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for i, s in enumerate(summary.get("stages") or []):
+        lat = s.get("latencyMs") or {}
+        sr = s.get("serviceRate")
+        rows.append([i, s.get("rps"), s.get("durationS"), s.get("sent"), s.get("completed"), s.get("errors"),
+                     s.get("dropped"), lat.get("p50"), lat.get("p90"), lat.get("p99"), lat.get("p999"),
+                     lat.get("max"), None if sr is None else sr * 100])  # fmt: skip
+    return rows
+
+
+def _resource_rows(resources: list[dict[str, str]]) -> list[list[Any]]:
+    if not resources:
+        return []
+    cpu = [v for v in _col(resources, "cpuPercent") if v == v]
+    mem = [v for v in _col(resources, "rssMB") if v == v]
+    return [
+        ["CPU % (one core = 100)", sum(cpu) / len(cpu), max(cpu)],
+        ["memory MB", sum(mem) / len(mem), max(mem)],
+    ]
+
+
+def write_report(results: Path) -> Path:
+    """Write the plots and ``report.html`` into ``results``; return the report's path."""
+    summary: dict[str, Any] = json.loads((results / "summary.json").read_text())
+    records = _read_csv(results / "records.csv")
+    resources = _read_csv(results / "server_resources.csv")
+    plots = _plots(results, summary, records, resources)
+    lat = summary.get("latencyMs") or {}
+    svc = summary.get("serviceTimeMs") or {}
+    lag = summary.get("sendLagMs") or {}
+    slo = summary.get("slo") or {}
+    timing = summary.get("serverTimingMs") or {}
+    errors = summary.get("errors")
+    errors_total = sum(errors.values()) if isinstance(errors, dict) else errors
+    overview = _table(
+        ["sent", "completed", "errors", "dropped", "duration s", "achieved RPS"],
+        [[summary.get("sent"), summary.get("completed"), errors_total, summary.get("dropped"),
+          summary.get("durationS"), summary.get("achievedRPS")]],
+    )  # fmt: skip
+    pcts = ["p50", "p90", "p99", "p999", "max", "mean"]
+    latency = _table(
+        ["measure", *pcts],
+        [["latency (from schedule)", *[lat.get(p) for p in pcts]],
+         ["service time (from send)", *[svc.get(p) for p in pcts]],
+         ["send lag", lag.get("p50"), None, lag.get("p99"), None, lag.get("max"), None]],
+    )  # fmt: skip
+    stage_table = _table(
+        ["stage", "rps", "duration s", "sent", "completed", "errors", "dropped", "p50", "p90", "p99", "p99.9",
+         "max", "SR %"],
+        _stage_rows(summary),
+    )  # fmt: skip
+    timing_table = (
+        _table(
+            ["server stage", "mean ms", "p99 ms"],
+            [[k, v.get("mean"), v.get("p99")] for k, v in timing.items()],
         )
-        + "</tr>"
-        for s in summary.get("stages", [])
+        if timing
+        else "<p>The server sent no <code>Server-Timing</code> header.</p>"
     )
-    images = "".join(f'<p><img src="{html.escape(p)}" alt="{html.escape(p)}"></p>' for p in plots)
+    resource_table = (
+        _table(["server", "mean", "max"], _resource_rows(resources))
+        if resources
+        else "<p>No server resource samples (the target was not started by <code>kinfer run</code>).</p>"
+    )
+    if slo.get("met") is None and not slo:
+        verdict = "no SLO set"
+    else:
+        verdict = "met" if slo.get("met") else "NOT met"
+        verdict += f" (p99 ≤ {_fmt(slo.get('p99Ms'))} ms, success rate ≥ {_fmt(slo.get('minSuccessRate'), '.3f')})"
+    figures = "".join(
+        f'<figure><img src="{name}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
+        for name, c in plots
+    )
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>kinfer loadgen report</title>
-<style>body{{font-family:system-ui,sans-serif;margin:1.5em}}td,th{{padding:2px 8px;text-align:right}}</style>
-</head><body>
-<h1>kinfer loadgen report</h1>
-<p>{_cell(summary.get("url"))} &mdash; {_cell(summary.get("phase"))}, arrival {_cell(summary.get("arrival"))},
-{_cell(summary.get("durationS"))} s, achieved {_cell(summary.get("achievedRPS"))} RPS</p>
-<p>sent {_cell(summary.get("sent"))}, completed {_cell(summary.get("completed"))},
-errors {_cell(summary.get("errors"))} {_cell(summary.get("errorsByClass"))}, dropped {_cell(summary.get("dropped"))}</p>
-<p>latency from the scheduled send time (ms): p50 {_cell(lat.get("p50"))}, p90 {_cell(lat.get("p90"))},
-p99 {_cell(lat.get("p99"))}, p99.9 {_cell(lat.get("p999"))}, max {_cell(lat.get("max"))};
-send lag p99 {_cell(summary.get("sendLagMs", {}).get("p99"))} ms; SLO {_cell(summary.get("slo"))}</p>
-<table><tr><th>stage</th><th>rps</th><th>s</th><th>sent</th><th>completed</th><th>errors</th><th>dropped</th>
-<th>p50 ms</th><th>p99 ms</th><th>max ms</th><th>service rate</th></tr>{rows}</table>
-{images}
+<html lang="en"><head><meta charset="utf-8"><title>kinfer report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1000px; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
+th {{ background: #f3f3f3; }} img {{ max-width: 100%; }} figcaption {{ color: #555; font-size: 0.9em; }}
+</style></head><body>
+<h1>kinfer load experiment report</h1>
+<p>Latency is measured from each request's <em>scheduled</em> send time (no coordinated omission);
+service time from the actual send; send lag shows whether the generator kept up.</p>
+<h2>Overview</h2>{overview}
+<h2>SLO</h2><p id="slo">{html.escape(verdict)}</p>
+<h2>Latency (ms)</h2>{latency}
+<h2>Stages</h2>{stage_table}
+<h2>Server time per stage (Server-Timing)</h2>{timing_table}
+<h2>Server CPU and memory</h2>{resource_table}
+<h2>Plots</h2>{figures}
+<p>Files: summary.json, records.csv, stages.csv{", server_resources.csv" if resources else ""}.</p>
 </body></html>
 """
-    (directory / "report.html").write_text(page, encoding="utf-8")
+    path = results / REPORT
+    path.write_text(page, encoding="utf-8")
+    return path

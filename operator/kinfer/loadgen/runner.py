@@ -148,15 +148,15 @@ class Run:
                 summary = self.summary()
                 self.writer.write_summary(summary)
                 self.writer.close()
-                self._write_report(summary)
+                self._write_report()
 
-    def _write_report(self, summary: dict[str, Any]) -> None:
+    def _write_report(self) -> None:
+        """Plots and report.html from the files just written (summary.json, records.csv)."""
         assert self.config.output is not None
         try:
-            from kinfer.loadgen.report import write_plots, write_report
+            from kinfer.loadgen.report import write_report
 
-            plots = write_plots(self.config.output, self.recorder.records)
-            write_report(self.config.output, summary, plots)
+            write_report(self.config.output)
         except Exception as exc:  # the measurements are already on disk; a plot must not fail the run
             print(f"kinfer loadgen: could not write plots/report: {exc}", file=sys.stderr)
 
