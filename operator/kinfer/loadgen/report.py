@@ -123,7 +123,9 @@ def _plots(out: Path, summary: dict[str, Any], records: list[dict[str, str]],
 def _fmt(value: Any, spec: str = ".1f") -> str:
     if value is None or value == "":
         return "-"
-    if isinstance(value, int | float):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
         return format(value, spec)
     return html.escape(str(value))
 
