@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from kinfer.controller.settings import Settings
-from tests.e2e.operator_harness import Kubelet, condition, dump, install_crds, kinfer_operator, status_of
+from tests.e2e.operator_harness import Kubelet, condition, install_crds, kinfer_operator, status_of
 from tests.kube.cluster import Cluster, eventually
 from tests.kube.kubectl import columns
 
@@ -123,7 +123,7 @@ async def test_scale_rolling_replacement_restart_and_deletion(cluster: Cluster, 
     async with Kubelet(cluster, tmp_path, run_processes=False):
         async with kinfer_operator(SETTINGS):
             await cluster.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(doc))
-            await eventually(lambda: status_of(cluster, "kisvc", "svc").get("readyReplicas") == 2, timeout_s=10)
+            await eventually(lambda: status_of(cluster, "kisvc", "svc").get("readyReplicas") == 2, timeout_s=30)
             assert set(_pods(cluster, "svc")) == {"svc-pod0", "svc-pod1"}
             assert status_of(cluster, "kisvc", "svc")["phase"] == "Ready"
             assert status_of(cluster, "kisvc", "svc").get("endpoint") is None  # ClusterIP: no node endpoint
@@ -131,7 +131,7 @@ async def test_scale_rolling_replacement_restart_and_deletion(cluster: Cluster, 
 
         # Restarted operator: nothing is created twice.
         async with kinfer_operator(SETTINGS):
-            await eventually(lambda: status_of(cluster, "kisvc", "svc").get("readyReplicas") == 2, timeout_s=10)
+            await eventually(lambda: status_of(cluster, "kisvc", "svc").get("readyReplicas") == 2, timeout_s=30)
             assert {n: p["metadata"]["uid"] for n, p in _pods(cluster, "svc").items()} == uids
             assert len(cluster.list("services", "default")) == 1
 
@@ -169,10 +169,15 @@ async def test_metrics_and_health_endpoints(cluster: Cluster, tmp_path: Path, sc
     settings = Settings(metrics_port=unused_tcp_port, metrics_host="127.0.0.1")
     async with Kubelet(cluster, tmp_path, run_processes=False), kinfer_operator(settings):
         await cluster.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(_null_isvc("m", 1)))
-        await eventually(lambda: status_of(cluster, "kisvc", "m").get("phase") == "Ready", timeout_s=10)
+        await eventually(lambda: status_of(cluster, "kisvc", "m").get("phase") == "Ready", timeout_s=30)
+        base = f"http://127.0.0.1:{unused_tcp_port}"
         async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{unused_tcp_port}/healthz") as response:
+            async with session.get(f"{base}/healthz") as response:
                 assert response.status == 200
-            async with session.get(f"http://127.0.0.1:{unused_tcp_port}/metrics") as response:
-                text = await response.text()
-        assert 'kinfer_inferenceservice_ready_replicas{name="m",namespace="default"} 1.0' in text, dump(text)
+
+            async def gauge_shows_one() -> bool:
+                async with session.get(f"{base}/metrics") as response:
+                    text = await response.text()
+                return 'kinfer_inferenceservice_ready_replicas{name="m",namespace="default"} 1.0' in text
+
+            await eventually(gauge_shows_one, timeout_s=5)

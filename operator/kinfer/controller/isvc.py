@@ -127,6 +127,7 @@ async def _converge(rt: Runtime, body: Mapping[str, Any], isvc: InferenceService
         "pods": [build.pod_status(p).wire() for p in sorted(pods, key=_name)],
         "observedGeneration": body["metadata"].get("generation"),
     }
+    rt.metrics.ready_replicas.labels(ns, name).set(observed.ready)
     conditions = set_condition(
         current.get("conditions"), "Ready", observed.phase == "Ready", observed.reason, observed.message
     )
@@ -136,7 +137,6 @@ async def _converge(rt: Runtime, body: Mapping[str, Any], isvc: InferenceService
         await rt.kube.patch_status(ISVC, ns, name, {**clean, **{k: None for k, v in status.items() if v is None}})
         if current.get("phase") != observed.phase:
             event(body, reason=observed.phase, message=observed.message)
-    rt.metrics.ready_replicas.labels(ns, name).set(observed.ready)
     return observed.phase
 
 

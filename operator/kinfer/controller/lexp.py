@@ -244,7 +244,6 @@ class Experiment:
         status["phase"] = Phase.RUNNING.value
         if (find(self.status.get("conditions"), "Progressing") or {}).get("reason") != "Running":
             status["conditions"] = self.condition("Progressing", True, "Running", f"{len(urls)} generator(s) running")
-        await self.patch(status)
         live = status.get("live") or {}
         self.rt.metrics.experiment(
             self.ns,
@@ -254,6 +253,7 @@ class Experiment:
             live.get("p99Ms"),
             status.get("serviceRate"),
         )
+        await self.patch(status)
         return interval
 
     async def finish(
