@@ -36,8 +36,9 @@ def decode_image(data: bytes) -> NDArray[np.uint8]:
             with Image.open(io.BytesIO(data)) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise InvalidInput(f"image too large: {img.width}x{img.height} pixels")
-                rgb = img.convert("RGB")
-                rgb.load()
+                img.load()
+                # a decoded RGB image needs no conversion copy
+                arr = np.asarray(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
     except InvalidInput:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -45,9 +46,9 @@ def decode_image(data: bytes) -> NDArray[np.uint8]:
     except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError) as exc:
         # Pillow reports truncated or corrupt files through many exception types.
         raise InvalidInput(f"corrupt image: {exc}") from exc
-    if rgb.width < 1 or rgb.height < 1:
+    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise InvalidInput("image has no pixels")
-    return np.asarray(rgb, dtype=np.uint8)
+    return arr
 
 
 def _resize(img: NDArray[np.uint8], height: int, width: int, resample: Image.Resampling) -> NDArray[np.uint8]:

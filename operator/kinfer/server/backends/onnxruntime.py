@@ -3,6 +3,11 @@
 ``onnxruntime`` is imported in ``load`` only. With a GPU the CUDA provider is used, capped at
 ``memory_fraction`` of the device's memory through its ``gpu_mem_limit`` option. ``run`` is
 thread-safe, so gthread workers may call it concurrently when batching is off.
+
+The runtime's thread pools do not spin while idle: by default they busy-wait after each run, and
+with several gunicorn workers on few cores one worker's spinning threads steal the CPU another
+worker is inferring on (measured here: 2 workers x 2 runtime threads on 2 cores served ~7x fewer
+requests within a 100 ms p99 than with spinning off or one runtime thread each).
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if self.options.intra_op_threads:
             opts.intra_op_num_threads = self.options.intra_op_threads
         assert self.spec.path is not None
