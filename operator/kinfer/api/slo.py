@@ -16,16 +16,19 @@ class Verdict:
     message: str
 
 
-def evaluate(slo: SLO | None, p99_ms: float | None, sent: int, completed: int) -> Verdict:
-    """Compare whole-run p99 (from the scheduled time) and completed/sent with the objective.
+def evaluate(slo: SLO | None, p99_ms: float | None, sent: int, completed: int, dropped: int = 0) -> Verdict:
+    """Compare whole-run p99 (from the scheduled time) and the success rate with the objective.
 
-    No SLO set counts as met. A run that sent nothing cannot meet a success-rate or latency objective.
+    The success rate is completed / offered, offered = sent + dropped: a request the generator had to
+    drop at ``maxInFlight`` is a request the service did not serve. No SLO set counts as met; a run
+    that sent nothing cannot meet a success-rate or latency objective.
     """
     if slo is None or (slo.p99_ms is None and slo.min_success_rate is None):
         return Verdict(True, "NoSLO", "no SLO set")
     failures: list[str] = []
     passes: list[str] = []
-    success = completed / sent if sent else 0.0
+    offered = sent + dropped
+    success = completed / offered if offered else 0.0
     if slo.p99_ms is not None:
         if p99_ms is None or sent == 0:
             failures.append("no latency measured")

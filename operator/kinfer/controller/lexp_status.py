@@ -167,8 +167,8 @@ def whole_run_p99(snapshot: Mapping[str, Any]) -> float | None:
 def verdict(slo: SLO | None, snapshot: Mapping[str, Any]) -> Verdict:
     """The SLO verdict of a finished run (offered = sent + dropped, as the generator counts it)."""
     totals = snapshot.get("totals") or snapshot
-    sent = int(totals.get("sent") or 0) + int(totals.get("dropped") or 0)
-    return evaluate(slo, whole_run_p99(snapshot), sent, int(totals.get("completed") or 0))
+    sent, dropped, completed = (int(totals.get(k) or 0) for k in ("sent", "dropped", "completed"))
+    return evaluate(slo, whole_run_p99(snapshot), sent, completed, dropped)
 
 
 def summary(snapshot: Mapping[str, Any], slo: SLO | None, url: str | None) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from kinfer.api.loadexperiment import SLO
+from kinfer.api.slo import evaluate
 from kinfer.loadgen.config import ConfigError, LoadgenConfig
 from kinfer.loadgen.engine import GeneratorSpec
 from kinfer.loadgen.plan import RatePlan
@@ -215,6 +217,8 @@ class Run:
         totals = self.recorder.totals()
         out.update(totals)
         out["totals"] = totals
+        total = self.recorder.total
+        out["latencyMs"] = _rounded(latency_summary(total.latency, total.latency_sum))
         out["stages"] = self.recorder.stage_summaries()
         out["records"] = len(self.recorder.records)
         if self.error:
@@ -227,15 +231,11 @@ class Run:
         duration = self.sending_ended if self.sending_ended is not None else self.elapsed()
         offered = total.sent + total.dropped
         success = total.completed / offered if offered else None
-        p99 = percentile_ms(total.latency, 99.0)
         c = self.config
         met: bool | None = None
         if c.slo_p99_ms is not None or c.min_success_rate is not None:
-            met = True
-            if c.slo_p99_ms is not None and (p99 is None or p99 > c.slo_p99_ms):
-                met = False
-            if c.min_success_rate is not None and (success is None or success < c.min_success_rate):
-                met = False
+            slo = SLO(p99_ms=c.slo_p99_ms, min_success_rate=c.min_success_rate)
+            met = evaluate(slo, percentile_ms(total.latency, 99.0), total.sent, total.completed, total.dropped).met
         lag = {
             "p50": percentile_ms(total.lag, 50.0),
             "p99": percentile_ms(total.lag, 99.0),

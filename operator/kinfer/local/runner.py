@@ -61,8 +61,8 @@ def verdict_of(plan: ExperimentPlan, summary: dict[str, Any] | None) -> Verdict 
     if summary is None:
         return None
     latency = summary.get("latencyMs") or {}
-    return evaluate(plan.resource.spec.slo, latency.get("p99"), int(summary.get("sent", 0)),
-                    int(summary.get("completed", 0)))  # fmt: skip
+    sent, completed, dropped = (int(summary.get(k) or 0) for k in ("sent", "completed", "dropped"))
+    return evaluate(plan.resource.spec.slo, latency.get("p99"), sent, completed, dropped)
 
 
 class Runner:

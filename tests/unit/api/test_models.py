@@ -161,3 +161,5 @@ def test_slo_verdicts_name_what_failed() -> None:
     lossy = evaluate(slo, 50, 1000, 900)
     assert not lossy.met and "success rate 90.00% < 99.00%" in lossy.message
     assert not evaluate(slo, None, 0, 0).met
+    dropping = evaluate(slo, 50, 900, 900, dropped=100)
+    assert not dropping.met and "success rate 90.00%" in dropping.message
