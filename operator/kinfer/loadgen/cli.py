@@ -1,7 +1,7 @@
 """``kinfer loadgen URL [flags]``: parse flags (each also read from ``KINFER_LOADGEN_<FLAG>``), run.
 
-Exit codes: 0 done, 1 an SLO given by ``--slo-p99-ms``/``--min-success-rate`` failed, 2 bad input
-(one line on stderr naming the problem).
+Exit codes: 0 done, 1 an SLO given by ``--slo-p99-ms``/``--min-success-rate`` failed (in capacity
+mode: even ``--min-rps`` fails it), 2 bad input (one line on stderr naming the problem).
 """
 
 from __future__ import annotations
@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--duration", help="run length: seconds or 10s/2m (default 60 with --rps)")
     rate.add_argument("--arrival", choices=["poisson", "uniform", "burst"], help="default poisson")
     rate.add_argument("--seed", type=int, help="seed for arrivals and payload choice")
+    cap = p.add_argument_group("capacity mode (find the highest rate meeting the SLO)")
+    cap.add_argument("--mode", choices=["schedule", "capacity"], help="default schedule")
+    cap.add_argument("--min-rps", type=float, help="lowest rate probed (default 1)")
+    cap.add_argument("--max-rps", type=float, help="highest rate probed (default 1000)")
+    cap.add_argument("--probe-duration", help="length of each probe: seconds or 10s/2m (default 10s)")
+    cap.add_argument("--precision", type=float, help="stop when (hi - lo) / hi < this (default 0.05)")
     req = p.add_argument_group("requests")
     req.add_argument("--method", choices=["GET", "POST", "PUT", "get", "post", "put"])
     req.add_argument("--payload", help="none | dataset:DIR | file:PATH (default none)")
@@ -108,6 +114,11 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"kinfer loadgen: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+    if config.mode == "capacity":
+        from kinfer.loadgen.capacity import run_main as run_capacity
+
+        return run_capacity(config)
 
     from kinfer.loadgen.runner import run_main
 

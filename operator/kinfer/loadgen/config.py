@@ -19,12 +19,17 @@ import yaml
 from pydantic import ValidationError
 
 from kinfer.api.durations import parse_duration
+from kinfer.api.loadexperiment import CapacitySearch
 from kinfer.api.schedule import Schedule, Stage
 from kinfer.loadgen.arrivals import ArrivalKind
 from kinfer.loadgen.httpclient import Target
 from kinfer.loadgen.payloads import PayloadError, PayloadSpec, Protocol, load_bodies
 
 DEFAULT_DURATION_S = 60.0
+#: Highest rate a capacity search may probe, requests/s (the control API's limit).
+MAX_CAPACITY_RPS = 1_000_000.0
+#: Capacity-mode defaults: the LoadExperiment API's (``spec.capacity``).
+_CAPACITY_DEFAULTS = CapacitySearch()
 
 
 class ConfigError(ValueError):
@@ -62,6 +67,13 @@ class LoadgenConfig:
     min_success_rate: float | None = None
     #: Pin generator process ``i`` to ``worker_cpus[i % len]`` (the parent stays unpinned).
     worker_cpus: tuple[int, ...] = ()
+    #: ``schedule`` (send ``stages``) or ``capacity`` (search the highest rate meeting the SLO).
+    mode: str = "schedule"
+    #: Capacity mode: the search's bounds, each probe's length (s) and the bracket's relative width.
+    min_rps: float = _CAPACITY_DEFAULTS.min_rps
+    max_rps: float = _CAPACITY_DEFAULTS.max_rps
+    probe_duration: float = 10.0
+    precision: float = _CAPACITY_DEFAULTS.precision
 
     @property
     def window_records(self) -> int:
@@ -136,7 +148,16 @@ def build_config(args: dict[str, Any], *, resolve: bool = True) -> LoadgenConfig
     if rps is not None and schedule_file is not None:
         raise ConfigError("give --rps or --schedule, not both")
     duration = duration_arg("--duration", args.get("duration"))
-    if schedule_file is not None:
+    mode = args.get("mode") or "schedule"
+    capacity = capacity_args(args, mode)
+    if capacity is not None:
+        if rps is not None or schedule_file is not None or duration is not None:
+            raise ConfigError("--mode capacity chooses the rates itself: drop --rps/--schedule/--duration")
+        if args.get("slo_p99_ms") is None and args.get("min_success_rate") is None:
+            raise ConfigError("--mode capacity needs an SLO: --slo-p99-ms X and/or --min-success-rate R")
+        end = capacity["probe_duration"]
+        stages, loop = [Stage(rps=capacity["min_rps"], duration=f"{end:.6f}s")], False
+    elif schedule_file is not None:
         schedule = load_schedule(Path(schedule_file))
         stages, loop = schedule.stages, schedule.loop
         end = duration if duration is not None else math.inf if loop else schedule.duration_s
@@ -207,7 +228,34 @@ def build_config(args: dict[str, Any], *, resolve: bool = True) -> LoadgenConfig
         slo_p99_ms=slo_p99,
         min_success_rate=rate,
         worker_cpus=worker_cpus,
+        mode=mode,
+        **(capacity or {}),
     )
+
+
+def capacity_args(args: dict[str, Any], mode: str) -> dict[str, Any] | None:
+    """The capacity search's settings (``None`` in schedule mode, where giving any is an error)."""
+    flags = {"--min-rps": "min_rps", "--max-rps": "max_rps", "--probe-duration": "probe_duration",
+             "--precision": "precision"}  # fmt: skip
+    if mode != "capacity":
+        given = [flag for flag, key in flags.items() if args.get(key) is not None]
+        if given:
+            raise ConfigError(f"{given[0]} needs --mode capacity")
+        return None
+    d = _CAPACITY_DEFAULTS
+    lo = d.min_rps if args.get("min_rps") is None else args["min_rps"]
+    hi = d.max_rps if args.get("max_rps") is None else args["max_rps"]
+    for flag, value in (("--min-rps", lo), ("--max-rps", hi)):
+        if not math.isfinite(value) or not 0 < value <= MAX_CAPACITY_RPS:
+            raise ConfigError(f"{flag} must be > 0 and <= {MAX_CAPACITY_RPS:g}, got {value!r}")
+    if lo > hi:
+        raise ConfigError(f"--min-rps {lo:g} exceeds --max-rps {hi:g}")
+    precision = d.precision if args.get("precision") is None else args["precision"]
+    if not 0 < precision < 1:
+        raise ConfigError(f"--precision must be between 0 and 1 (exclusive), got {precision!r}")
+    probe = duration_arg("--probe-duration", args.get("probe_duration") or d.probe_duration)
+    assert probe is not None
+    return {"min_rps": float(lo), "max_rps": float(hi), "probe_duration": probe, "precision": float(precision)}
 
 
 def parse_cpus(text: str | None) -> tuple[int, ...]:

@@ -122,6 +122,14 @@ class Recorder:
         """Whether every generator has sent its final snapshot."""
         return len(self._final_index) == self.generators
 
+    def restart(self, index: int) -> None:
+        """Take a new set of generators whose intervals are numbered from ``index`` on (capacity mode
+        runs one set per probe); records, totals and stages carry on, the moving window starts over."""
+        self._pending.clear()
+        self._final_index.clear()
+        self._recent.clear()
+        self._next = index
+
     def add(self, worker: int, snapshot: Snapshot) -> None:
         """Take one generator's snapshot; emit every record that is now complete."""
         self._pending.setdefault(snapshot.index, []).append(snapshot)
