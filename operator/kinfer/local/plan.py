@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from kinfer.api import InferenceService, KinferResource, LoadExperiment, ManifestError
+from kinfer.api.common import seconds
 from kinfer.api.durations import format_duration
 from kinfer.api.inferenceservice import KNOWN_MODELS
+from kinfer.api.loadexperiment import CapacitySearch
 
 LOOPBACK = "127.0.0.1"
 
@@ -173,6 +175,13 @@ def loadgen_argv(exp: LoadExperiment, url: str, control_port: int, results: Path
     ]  # fmt: skip
     if spec.seed is not None:
         argv += ["--seed", str(spec.seed)]
+    if spec.mode == "capacity":
+        cap = spec.capacity or CapacitySearch()
+        i = argv.index("--schedule")
+        del argv[i : i + 2]  # the search chooses the rates
+        argv += ["--mode", "capacity", "--min-rps", f"{cap.min_rps:g}", "--max-rps", f"{cap.max_rps:g}",
+                 "--probe-duration", f"{seconds(cap.probe_duration):g}",
+                 "--precision", f"{cap.precision:g}"]  # fmt: skip
     if spec.slo and spec.slo.p99_ms is not None:
         argv += ["--slo-p99-ms", f"{spec.slo.p99_ms:g}"]
     if spec.slo and spec.slo.min_success_rate is not None:
@@ -229,11 +238,6 @@ def build_plan(
     for index, exp in enumerate(experiments):
         if names.count(exp.name) > 1:
             raise ManifestError(f"LoadExperiment {exp.name}: defined twice")
-        if exp.spec.mode == "capacity":
-            raise ManifestError(
-                f"LoadExperiment {exp.name}: spec.mode capacity is not supported by kinfer run yet; "
-                "use mode: schedule with a step schedule"
-            )
         target = exp.spec.target
         if target.service is not None:
             server = by_name.get((exp.namespace, target.service))

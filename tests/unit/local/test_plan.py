@@ -11,6 +11,7 @@ import pytest
 
 from kinfer.api import ManifestError, load_resources, parse_resource
 from kinfer.local.plan import build_plan
+from kinfer.local.runner import verdict_of
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -96,13 +97,38 @@ def test_url_targets_and_no_dashboard_use_free_ports() -> None:
     assert plan.experiments[0].argv[4] == "http://127.0.0.1:9/base/gpu"
 
 
+def test_capacity_mode_passes_the_search_to_the_generator() -> None:
+    capacity = {"minRPS": 5, "maxRPS": 400, "probeDuration": "2s", "precision": 0.1}
+    docs = [_svc(), _exp(mode="capacity", schedule=[], capacity=capacity, slo={"p99Ms": 50, "minSuccessRate": 0.99})]
+    argv = _plan(docs).experiments[0].argv
+    assert _flag(argv, "--mode") == "capacity" and "--schedule" not in argv
+    assert [_flag(argv, f) for f in ("--min-rps", "--max-rps", "--probe-duration", "--precision")] == [
+        "5", "400", "2", "0.1"
+    ]
+    assert (_flag(argv, "--slo-p99-ms"), _flag(argv, "--min-success-rate")) == ("50", "0.99")
+    defaults = _plan([_svc(), _exp(mode="capacity", slo={"p99Ms": 50})]).experiments[0].argv
+    assert [_flag(defaults, f) for f in ("--min-rps", "--max-rps", "--probe-duration", "--precision")] == [
+        "1", "1000", "10", "0.05"
+    ]
+
+
+def test_a_capacity_run_is_judged_by_whether_a_capacity_was_found() -> None:
+    exp = _plan([_svc(), _exp(mode="capacity", slo={"p99Ms": 50})]).experiments[0]
+    probes = [{"rps": 1, "p99Ms": 80.0, "serviceRate": 1.0, "message": "p99 80.0 ms > 50 ms"}]
+    none = verdict_of(exp, {"sent": 9, "completed": 9, "capacity": {"rps": None, "p99Ms": None, "probes": probes}})
+    assert none is not None and not none.met and "p99 80.0 ms > 50 ms" in none.message
+    # the whole search's p99 (over failing probes too) does not decide: the capacity does
+    found = {"sent": 9, "completed": 9, "latencyMs": {"p99": 900.0}, "capacity": {"rps": 40, "p99Ms": 31.5}}
+    verdict = verdict_of(exp, found)
+    assert verdict is not None and verdict.met and verdict.message == "capacity 40 rps at p99 31.5 ms"
+
+
 @pytest.mark.parametrize(
     ("docs", "needle"),
     [
         ([_exp()], "spec.target.service 'svc' is not an InferenceService in the given files"),
         ([_svc(), _svc()], "InferenceService svc: defined twice"),
         ([_svc(replicas=0)], "spec.replicas is 0"),
-        ([_svc(), _exp(mode="capacity", slo={"p99Ms": 5})], "spec.mode capacity is not supported"),
     ],
 )
 def test_unusable_references_are_bad_input(docs: list[dict[str, Any]], needle: str) -> None:
