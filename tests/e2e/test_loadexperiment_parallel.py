@@ -57,3 +57,8 @@ async def test_parallel_generators_split_the_rate_and_merge_into_one_status(
         [stage] = status["stages"]
         assert 140 <= stage["sent"] <= 180 and stage["rps"] == 20, dump(status)
         assert condition(status, "SLOMet")["status"] == "True"
+        # Percentiles come from both pods' histograms added up (exact), so the whole run's p99 is never
+        # above the worst stage's and p50 <= p99 <= max hold for the merged distribution.
+        lat = status["latencyMs"]
+        assert 0 < lat["p50"] <= lat["p99"] <= lat["max"], dump(status)
+        assert stage["latencyMs"]["p99"] == lat["p99"]  # one stage: the same merged histogram

@@ -61,9 +61,9 @@ class Generators:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise Unreachable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
 
-    async def status(self, base: str) -> dict[str, Any]:
-        """``GET /api/status``."""
-        return await self._call("GET", f"{base}/api/status")
+    async def status(self, base: str, histograms: bool = False) -> dict[str, Any]:
+        """``GET /api/status`` (with the encoded latency histograms, for merging several pods exactly)."""
+        return await self._call("GET", f"{base}/api/status" + ("?histograms=1" if histograms else ""))
 
     async def set_intensity(self, base: str, rps: float | None) -> dict[str, Any]:
         """``POST /api/intensity {"rps": rps}`` (``None``: back to the schedule)."""

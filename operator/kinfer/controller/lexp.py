@@ -190,7 +190,8 @@ class Experiment:
         pods = await self.rt.kube.list(POD, self.ns, {EXPERIMENT_LABEL: self.name})
         urls = control_urls(pods, lexp.spec.control_port)
         self.state.urls = urls
-        results = await asyncio.gather(*(self.gens.status(u) for u in urls), return_exceptions=True)
+        several = len(urls) > 1  # exact merging needs each pod's histograms
+        results = await asyncio.gather(*(self.gens.status(u, several) for u in urls), return_exceptions=True)
         snapshots = [r for r in results if isinstance(r, dict)]
         errors = [str(r) for r in results if isinstance(r, BaseException)]
         for exc in results:

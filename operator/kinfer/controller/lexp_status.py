@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kinfer import histograms
 from kinfer.api.loadexperiment import SLO
 from kinfer.api.slo import Verdict, evaluate
 
@@ -76,6 +77,35 @@ def merge_stages(per_pod: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[st
     return out
 
 
+def _weighted_mean(parts: Sequence[tuple[Any, Any]]) -> float | None:
+    """Mean of means weighted by counts: exact for the union of the parts."""
+    pairs = [(float(m), int(n)) for m, n in parts if isinstance(m, int | float) and isinstance(n, int) and n > 0]
+    total = sum(n for _, n in pairs)
+    return round(sum(m * n for m, n in pairs) / total, 3) if total else None
+
+
+def exact_latency(out: dict[str, Any], snapshots: Sequence[Mapping[str, Any]]) -> None:
+    """Whole-run and per-stage percentiles from the pods' histograms added up (not the worst pod's).
+
+    Used when every pod sent ``histograms`` (``GET /api/status?histograms=1``); otherwise the merged
+    snapshot keeps the worst pod's percentiles, an upper bound.
+    """
+    hists: list[Mapping[str, Any]] = []
+    for snapshot in snapshots:
+        h = snapshot.get("histograms")
+        if not isinstance(h, Mapping) or not isinstance(h.get("latency"), str):
+            return
+        hists.append(h)
+    whole = histograms.percentiles_ms(histograms.merge([h["latency"] for h in hists]))
+    mean = _weighted_mean([((s.get("latencyMs") or {}).get("mean"), s.get("completed")) for s in snapshots])
+    out["latencyMs"] = {**whole, **({"mean": mean} if mean is not None else {})}
+    for stage in out["stages"]:
+        key = str(stage["index"])
+        encoded = [str(h["stages"][key]) for h in hists if key in (h.get("stages") or {})]
+        if encoded:
+            stage["latencyMs"] = histograms.percentiles_ms(histograms.merge(encoded))
+
+
 def merge(snapshots: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One generator-like snapshot from several pods' ``/api/status``."""
     if len(snapshots) == 1:
@@ -91,6 +121,7 @@ def merge(snapshots: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out.update(totals)
     out["totals"] = totals
     out["stages"] = merge_stages([s.get("stages") or [] for s in snapshots])
+    exact_latency(out, snapshots)
     starts = sorted(str(s["startedAt"]) for s in snapshots if s.get("startedAt"))
     out["startedAt"] = starts[0] if starts else None
     stage_refs = [s["stage"] for s in snapshots if s.get("stage")]
@@ -145,6 +176,9 @@ def live_status(snapshot: Mapping[str, Any]) -> dict[str, Any]:
         status[key] = int(value) if isinstance(value, int | float) else None
     if isinstance(live, Mapping):
         status["live"] = {k: live[k] for k in _RECORD_KEYS if live.get(k) is not None}
+    latency = snapshot.get("latencyMs")
+    if isinstance(latency, Mapping):
+        status["latencyMs"] = {k: latency[k] for k in _PERCENTILES if _num(latency.get(k)) is not None}
     if snapshot.get("startedAt"):
         status["startedAt"] = snapshot["startedAt"]
     return status

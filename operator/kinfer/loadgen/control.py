@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from kinfer.histograms import encode
 from kinfer.loadgen.metrics import registry_for
 from kinfer.loadgen.runner import Run, validate_rps
 
@@ -127,7 +128,15 @@ class ControlServer:
         )
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(_finite(self.run.status()))
+        data = self.run.status()
+        if request.query.get("histograms") in ("1", "true"):
+            # Exact merging across generator pods: the whole run's and each stage's latency histogram.
+            recorder = self.run.recorder
+            data["histograms"] = {
+                "latency": encode(recorder.total.latency),
+                "stages": {str(i): encode(b.latency) for i, b in sorted(recorder.stages.items())},
+            }
+        return web.json_response(_finite(data))
 
     async def records(self, request: web.Request) -> web.Response:
         since = _int_param(request, "since", 0)
