@@ -35,6 +35,10 @@ def _col(rows: list[dict[str, str]], name: str) -> list[float]:
 
 
 def _stage_edges(summary: dict[str, Any]) -> list[float]:
+    probes = (summary.get("capacity") or {}).get("probes") or []
+    if probes:  # capacity mode: probes lie where they ran (pauses between them)
+        marks = [p.get(k) for p in probes for k in ("startS", "endS")]
+        return [float(m) for m in marks[1:] if m is not None]
     edges, t = [], 0.0
     for stage in summary.get("stages") or []:
         t += float(stage.get("durationS") or 0.0)
@@ -102,6 +106,28 @@ def _plots(out: Path, summary: dict[str, Any], records: list[dict[str, str]],
         fig.savefig(out / "p99_vs_rps.png", dpi=100)
         plt.close(fig)
         made.append(("p99_vs_rps.png", "Per-stage latency against the offered rate"))
+
+    capacity = summary.get("capacity") or {}
+    probes = [p for p in capacity.get("probes") or [] if p.get("p99Ms") is not None]
+    if probes:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for met, colour, label in ((True, "tab:green", "meets the SLO"), (False, "tab:red", "fails the SLO")):
+            chosen = [p for p in probes if bool(p.get("met")) is met]
+            ax.scatter([p["rps"] for p in chosen], [p["p99Ms"] for p in chosen], color=colour, label=label, zorder=3)
+        for i, p in enumerate(probes):
+            ax.annotate(str(i), (p["rps"], p["p99Ms"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        slo_p99 = (summary.get("slo") or {}).get("p99Ms")
+        if slo_p99 is not None:
+            ax.axhline(slo_p99, color="black", linestyle="--", linewidth=1, label=f"SLO p99 {slo_p99:g} ms")
+        if capacity.get("rps") is not None:
+            ax.axvline(capacity["rps"], color="tab:green", linestyle=":", label=f"capacity {capacity['rps']:g} rps")
+        ax.set(xlabel="probe rate (requests/s)", ylabel="p99 ms", title="Capacity search: p99 per probe")
+        ax.set_yscale("log")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "capacity.png", dpi=100)
+        plt.close(fig)
+        made.append(("capacity.png", "Each probe's whole-probe p99 against its rate (numbers: probe order)"))
 
     if resources:
         t = _col(resources, "t")
@@ -206,6 +232,7 @@ def write_report(results: Path) -> Path:
     else:
         verdict = "met" if slo.get("met") else "NOT met"
         verdict += f" (p99 ≤ {_fmt(slo.get('p99Ms'))} ms, success rate ≥ {_fmt(slo.get('minSuccessRate'), '.3f')})"
+    capacity_section = _capacity_section(summary.get("capacity"))
     figures = "".join(
         f'<figure><img src="{name}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
         for name, c in plots
@@ -223,7 +250,7 @@ th {{ background: #f3f3f3; }} img {{ max-width: 100%; }} figcaption {{ color: #5
 service time from the actual send; send lag shows whether the generator kept up.</p>
 <h2>Overview</h2>{overview}
 <h2>SLO</h2><p id="slo">{html.escape(verdict)}</p>
-<h2>Latency (ms)</h2>{latency}
+{capacity_section}<h2>Latency (ms)</h2>{latency}
 <h2>Stages</h2>{stage_table}
 <h2>Server time per stage (Server-Timing)</h2>{timing_table}
 <h2>Server CPU and memory</h2>{resource_table}
@@ -234,3 +261,20 @@ service time from the actual send; send lag shows whether the generator kept up.
     path = results / REPORT
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _capacity_section(capacity: dict[str, Any] | None) -> str:
+    """Capacity mode: the rate found and every probe (empty in schedule mode)."""
+    if not capacity:
+        return ""
+    rps = capacity.get("rps")
+    found = (f"{_fmt(rps, 'g')} requests/s meets the SLO (p99 {_fmt(capacity.get('p99Ms'), '.2f')} ms)"
+             if rps is not None else "none: even the lowest rate probed fails the SLO")  # fmt: skip
+    rows = []
+    for i, p in enumerate(capacity.get("probes") or []):
+        sr = p.get("serviceRate")
+        rows.append([i, p.get("rps"), p.get("p99Ms"), None if sr is None else sr * 100,
+                     "meets" if p.get("met") else "fails", p.get("message")])  # fmt: skip
+    table = _table(["probe", "rps", "p99 ms", "SR %", "SLO", "why"], rows)
+    return (f'<h2>Capacity</h2><p id="capacity">Highest rate found: {found}. The overview, latency and '
+            f"server figures cover the whole search; the stages are the probes.</p>{table}\n")  # fmt: skip
