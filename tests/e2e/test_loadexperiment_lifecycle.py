@@ -67,13 +67,24 @@ async def test_waits_for_its_target_then_stops_gracefully(cluster: Cluster, tmp_
             "succeeded") == 1, timeout_s=10)
 
 
-async def test_unsupported_capacity_mode_fails_naming_the_field(cluster: Cluster) -> None:
+async def test_capacity_mode_finds_the_highest_rate_meeting_the_slo(cluster: Cluster, tmp_path: Path) -> None:
     await install_crds(cluster)
+    server = {**SERVER, "metadata": {"name": "fast"}}
     doc = {**EXPERIMENT, "metadata": {"name": "capacity"},
-           "spec": {**EXPERIMENT["spec"], "mode": "capacity", "schedule": []}}
-    async with kinfer_operator(Settings(metrics_port=0)):
-        await cluster.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(doc))
-        await eventually(lambda: status_of(cluster, "lexp", "capacity").get("phase") == "Failed", timeout_s=10)
-        progressing = condition(status_of(cluster, "lexp", "capacity"), "Progressing")
-        assert progressing["reason"] == "CapacityModeUnsupported" and "spec.mode" in progressing["message"]
-        assert cluster.list("jobs", "default") == []
+           "spec": {**EXPERIMENT["spec"], "target": {"service": "fast"}, "mode": "capacity", "schedule": [],
+                    "capacity": {"minRPS": 5, "maxRPS": 40, "probeDuration": "1s", "precision": 0.3}}}
+    async with Kubelet(cluster, tmp_path), kinfer_operator(Settings(metrics_port=0, results_linger_s=20)):
+        await cluster.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump_all([server, doc]))
+        await eventually(lambda: status_of(cluster, "lexp", "capacity").get("phase") == "Running", timeout_s=30)
+        args = cluster.get("jobs", "capacity-loadgen")["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--mode") + 1] == "capacity" and "--schedule" not in args
+        await eventually(lambda: status_of(cluster, "lexp", "capacity").get("phase") == "Succeeded", timeout_s=40)
+        status = status_of(cluster, "lexp", "capacity")
+        capacity = status["capacity"]
+        # A null-backend server meets p99 <= 1 s at every probed rate: doubling 5 -> 40 ends at maxRPS.
+        assert [p["rps"] for p in capacity["probes"]] == [5, 10, 20, 40], dump(status)
+        assert capacity["rps"] == 40 and capacity["p99Ms"] > 0
+        slo = condition(status, "SLOMet")
+        assert (slo["status"], slo["reason"]) == ("True", "CapacityFound"), dump(status)
+        results = cluster.get("configmaps", "capacity-results")
+        assert results is not None and '"capacity"' in results["data"]["summary.json"]

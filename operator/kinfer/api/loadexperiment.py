@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
@@ -66,6 +67,13 @@ class CapacitySearch(Model):
         default=0.05, gt=0, lt=1, description="Stop when the bracket is narrower than this fraction."
     )
 
+    def max_duration_s(self) -> float:
+        """An upper bound on the search's length: doubling from minRPS to maxRPS, then bisecting to
+        the precision, one probe (plus a pause) each."""
+        growth = math.ceil(math.log2(self.max_rps / self.min_rps)) + 1
+        bisection = math.ceil(math.log2(1 / self.precision)) + 1
+        return (growth + bisection) * (seconds(self.probe_duration) + 1.0)
+
     @model_validator(mode="after")
     def _ordered(self) -> Self:
         if self.min_rps > self.max_rps:
@@ -115,6 +123,8 @@ class LoadExperimentSpec(Placement):
             raise ValueError("schedule needs at least one stage (or mode: capacity)")
         if self.mode == "capacity" and self.slo is None:
             raise ValueError("mode capacity needs an slo to search against")
+        if self.mode == "capacity" and self.parallelism > 1:
+            raise ValueError("mode capacity runs one generator: parallelism must be 1")
         return self
 
     @property
@@ -124,7 +134,9 @@ class LoadExperimentSpec(Placement):
 
     @property
     def duration_s(self) -> float:
-        """One pass through the schedule, in seconds."""
+        """One pass through the schedule, in seconds (capacity mode: the search's upper bound)."""
+        if self.mode == "capacity":
+            return (self.capacity or CapacitySearch()).max_duration_s()
         return total_duration(self.schedule)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from kinfer.api.loadexperiment import SLO
 
@@ -44,3 +46,14 @@ def evaluate(slo: SLO | None, p99_ms: float | None, sent: int, completed: int, d
     if failures:
         return Verdict(False, "SLOViolated", "; ".join(failures))
     return Verdict(True, "SLOMet", "; ".join(passes))
+
+
+def capacity_verdict(capacity: Mapping[str, Any]) -> Verdict:
+    """Capacity mode's verdict from a generator's ``capacity`` {rps, p99Ms, probes}: met when some rate
+    at or above ``minRPS`` meets the SLO."""
+    rps = capacity.get("rps")
+    if rps is None:
+        probes = capacity.get("probes") or []
+        why = f"the lowest rate fails the SLO ({probes[0].get('message')})" if probes else "no probe completed"
+        return Verdict(False, "NoCapacity", f"no capacity: {why}")
+    return Verdict(True, "CapacityFound", f"capacity {float(rps):g} rps at p99 {capacity.get('p99Ms')} ms")

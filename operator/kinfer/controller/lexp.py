@@ -106,12 +106,6 @@ class Experiment:
             await self.fail("InvalidSpec", str(exc))
             return None
         current = Phase.of(self.status.get("phase"))
-        if lexp.spec.mode == "capacity" and not current.terminal:
-            await self.fail(
-                "CapacityModeUnsupported",
-                "spec.mode: capacity is not supported by the operator yet; give a schedule (mode: schedule)",
-            )
-            return None
         if current.terminal:
             self.rt.metrics.forget_experiment(self.ns, self.name)
             return None

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from kinfer.api import LoadExperiment
+from kinfer.api.loadexperiment import CapacitySearch
 from kinfer.controller.meta import EXPERIMENT_LABEL, fmt_number, owner_reference, standard_labels
 from kinfer.controller.settings import Settings
 
@@ -119,11 +120,26 @@ def build_schedule_configmap(lexp: LoadExperiment) -> dict[str, Any]:
 # --- job ----------------------------------------------------------------------------------------
 
 
+def _rate_args(lexp: LoadExperiment) -> list[str]:
+    """Where the rate comes from: the mounted schedule, or (capacity mode) the search and its SLO."""
+    spec = lexp.spec
+    if spec.mode != "capacity":
+        return ["--schedule", f"{SCHEDULE_DIR}/{SCHEDULE_FILE}"]
+    search = spec.capacity or CapacitySearch()
+    args = ["--mode", "capacity", "--min-rps", fmt_number(search.min_rps), "--max-rps", fmt_number(search.max_rps),
+            "--probe-duration", search.probe_duration, "--precision", fmt_number(search.precision)]  # fmt: skip
+    if spec.slo and spec.slo.p99_ms is not None:
+        args += ["--slo-p99-ms", fmt_number(spec.slo.p99_ms)]
+    if spec.slo and spec.slo.min_success_rate is not None:
+        args += ["--min-success-rate", fmt_number(spec.slo.min_success_rate)]
+    return args
+
+
 def loadgen_args(lexp: LoadExperiment, url: str, settings: Settings) -> list[str]:
     """``kinfer loadgen`` arguments (DESIGN §9) for one generator pod."""
     spec = lexp.spec
     t = spec.target
-    args = ["loadgen", url, "--schedule", f"{SCHEDULE_DIR}/{SCHEDULE_FILE}", "--arrival", spec.arrival]
+    args = ["loadgen", url, *_rate_args(lexp), "--arrival", spec.arrival]
     if spec.seed is not None and spec.parallelism == 1:
         args += ["--seed", str(spec.seed)]  # parallel pods must not share one arrival stream
     args += [

@@ -12,7 +12,7 @@ from typing import Any
 
 from kinfer import histograms
 from kinfer.api.loadexperiment import SLO
-from kinfer.api.slo import Verdict, evaluate
+from kinfer.api.slo import Verdict, capacity_verdict, evaluate
 
 _SUMS = ("targetRPS", "realRPS", "realQPS", "errors", "dropped", "avgRPS", "avgQPS")
 _MAXES = ("p50Ms", "p99Ms", "maxMs", "avg99thMs")
@@ -179,6 +179,9 @@ def live_status(snapshot: Mapping[str, Any]) -> dict[str, Any]:
     latency = snapshot.get("latencyMs")
     if isinstance(latency, Mapping):
         status["latencyMs"] = {k: latency[k] for k in _PERCENTILES if _num(latency.get(k)) is not None}
+    capacity = snapshot.get("capacity")
+    if isinstance(capacity, Mapping):
+        status["capacity"] = capacity_status(capacity)
     if snapshot.get("startedAt"):
         status["startedAt"] = snapshot["startedAt"]
     return status
@@ -198,8 +201,23 @@ def whole_run_p99(snapshot: Mapping[str, Any]) -> float | None:
     return _max([(s.get("latencyMs") or {}).get("p99") for s in snapshot.get("stages") or []])
 
 
+def capacity_status(capacity: Mapping[str, Any]) -> dict[str, Any]:
+    """The declared part of a generator's ``capacity`` (the CRD schema prunes the rest)."""
+    probes = [
+        {k: p[k] for k in ("rps", "p99Ms", "serviceRate") if p.get(k) is not None}
+        for p in capacity.get("probes") or []
+        if isinstance(p, Mapping)
+    ]
+    out = {k: capacity[k] for k in ("rps", "p99Ms") if capacity.get(k) is not None}
+    return {**out, "probes": probes}
+
+
 def verdict(slo: SLO | None, snapshot: Mapping[str, Any]) -> Verdict:
-    """The SLO verdict of a finished run (offered = sent + dropped, as the generator counts it)."""
+    """The SLO verdict of a finished run (offered = sent + dropped, as the generator counts it); in
+    capacity mode, whether a rate meeting the SLO was found."""
+    capacity = snapshot.get("capacity")
+    if isinstance(capacity, Mapping):
+        return capacity_verdict(capacity)
     totals = snapshot.get("totals") or snapshot
     sent, dropped, completed = (int(totals.get(k) or 0) for k in ("sent", "dropped", "completed"))
     return evaluate(slo, whole_run_p99(snapshot), sent, completed, dropped)
@@ -217,6 +235,7 @@ def summary(snapshot: Mapping[str, Any], slo: SLO | None, url: str | None) -> di
         **{k: totals.get(k) for k in _TOTALS},
         "latencyMs": {"p99": whole_run_p99(snapshot)},
         "stages": list(snapshot.get("stages") or []),
+        **({"capacity": capacity_status(c)} if isinstance(c := snapshot.get("capacity"), Mapping) else {}),
         "slo": {
             "p99Ms": slo.p99_ms if slo else None,
             "minSuccessRate": slo.min_success_rate if slo else None,

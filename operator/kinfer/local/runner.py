@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from kinfer.api.slo import Verdict, evaluate
+from kinfer.api.slo import Verdict, capacity_verdict, evaluate
 from kinfer.local import monitor, processes, view
 from kinfer.local.balancer import RandomBalancer
 from kinfer.local.plan import LOOPBACK, ExperimentPlan, Plan
@@ -62,12 +62,7 @@ def verdict_of(plan: ExperimentPlan, summary: dict[str, Any] | None) -> Verdict 
         return None
     capacity = summary.get("capacity")
     if isinstance(capacity, dict):  # capacity mode: met when some rate >= minRPS meets the SLO
-        rps = capacity.get("rps")
-        if rps is None:
-            probes = capacity.get("probes") or []
-            why = f"the lowest rate fails the SLO ({probes[0].get('message')})" if probes else "no probe completed"
-            return Verdict(False, "NoCapacity", f"no capacity: {why}")
-        return Verdict(True, "CapacityFound", f"capacity {rps:g} rps at p99 {capacity.get('p99Ms')} ms")
+        return capacity_verdict(capacity)
     latency = summary.get("latencyMs") or {}
     sent, completed, dropped = (int(summary.get(k) or 0) for k in ("sent", "completed", "dropped"))
     return evaluate(plan.resource.spec.slo, latency.get("p99"), sent, completed, dropped)

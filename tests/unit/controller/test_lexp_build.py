@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import pytest
 import yaml
 
-from kinfer.api import LoadExperiment, parse_resource
+from kinfer.api import LoadExperiment, ManifestError, parse_resource
 from kinfer.controller import lexp_build as build
 from kinfer.controller.settings import Settings
 
@@ -24,14 +25,21 @@ LABELS = {
     "app.kubernetes.io/managed-by": "kinfer-operator",
     "kinfer.dev/experiment": "mobilenet-load",
 }
-OWNER = {"apiVersion": "kinfer.dev/v1alpha1", "kind": "LoadExperiment", "name": "mobilenet-load", "uid": "u-9",
-         "controller": True, "blockOwnerDeletion": True}
+OWNER = {
+    "apiVersion": "kinfer.dev/v1alpha1",
+    "kind": "LoadExperiment",
+    "name": "mobilenet-load",
+    "uid": "u-9",
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
 URL = "http://mobilenet.default.svc.cluster.local:5000/gpu"
 
 
 def example_doc() -> dict[str, Any]:
-    doc = next(d for d in yaml.safe_load_all((ROOT / "examples/mobilenet.yaml").read_text())
-               if d["kind"] == "LoadExperiment")
+    doc = next(
+        d for d in yaml.safe_load_all((ROOT / "examples/mobilenet.yaml").read_text()) if d["kind"] == "LoadExperiment"
+    )
     doc["metadata"].update(namespace="default", uid="u-9", generation=1)
     return doc
 
@@ -52,8 +60,12 @@ def test_example_job() -> None:
     assert job == {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": "mobilenet-load-loadgen", "namespace": "default", "labels": LABELS,
-                     "ownerReferences": [OWNER]},
+        "metadata": {
+            "name": "mobilenet-load-loadgen",
+            "namespace": "default",
+            "labels": LABELS,
+            "ownerReferences": [OWNER],
+        },
         "spec": {
             "parallelism": 1,
             "completions": 1,
@@ -64,24 +76,59 @@ def test_example_job() -> None:
                 "metadata": {"labels": LABELS},
                 "spec": {
                     "restartPolicy": "Never",
-                    "containers": [{
-                        "name": "loadgen",
-                        "image": "kinfer/loadgen:0.1.0",
-                        "command": ["kinfer"],
-                        "args": ["loadgen", URL, "--schedule", "/etc/kinfer/schedule.yaml", "--arrival", "poisson",
-                                 "--seed", "2019", "--method", "GET", "--payload", "none", "--protocol", "raw",
-                                 "--timeout-ms", "10000", "--max-in-flight", "2000", "--window", "60",
-                                 "--interval", "1", "--control-port", "8089", "--output", "/results",
-                                 "--linger", "30", "--quiet"],
-                        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
-                        "ports": [{"name": "control", "containerPort": 8089, "protocol": "TCP"}],
-                        "readinessProbe": {"httpGet": {"path": "/api/status", "port": "control"},
-                                           "periodSeconds": 2, "timeoutSeconds": 1},
-                        "volumeMounts": [{"name": "schedule", "mountPath": "/etc/kinfer", "readOnly": True},
-                                         {"name": "results", "mountPath": "/results"}],
-                    }],
-                    "volumes": [{"name": "schedule", "configMap": {"name": "mobilenet-load-schedule"}},
-                                {"name": "results", "emptyDir": {}}],
+                    "containers": [
+                        {
+                            "name": "loadgen",
+                            "image": "kinfer/loadgen:0.1.0",
+                            "command": ["kinfer"],
+                            "args": [
+                                "loadgen",
+                                URL,
+                                "--schedule",
+                                "/etc/kinfer/schedule.yaml",
+                                "--arrival",
+                                "poisson",
+                                "--seed",
+                                "2019",
+                                "--method",
+                                "GET",
+                                "--payload",
+                                "none",
+                                "--protocol",
+                                "raw",
+                                "--timeout-ms",
+                                "10000",
+                                "--max-in-flight",
+                                "2000",
+                                "--window",
+                                "60",
+                                "--interval",
+                                "1",
+                                "--control-port",
+                                "8089",
+                                "--output",
+                                "/results",
+                                "--linger",
+                                "30",
+                                "--quiet",
+                            ],
+                            "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+                            "ports": [{"name": "control", "containerPort": 8089, "protocol": "TCP"}],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/api/status", "port": "control"},
+                                "periodSeconds": 2,
+                                "timeoutSeconds": 1,
+                            },
+                            "volumeMounts": [
+                                {"name": "schedule", "mountPath": "/etc/kinfer", "readOnly": True},
+                                {"name": "results", "mountPath": "/results"},
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "schedule", "configMap": {"name": "mobilenet-load-schedule"}},
+                        {"name": "results", "emptyDir": {}},
+                    ],
                 },
             },
         },
@@ -90,8 +137,12 @@ def test_example_job() -> None:
 
 def test_schedule_configmap_holds_the_stages() -> None:
     cm = valid(build.build_schedule_configmap(lexp_of(example_doc())))
-    assert cm["metadata"] == {"name": "mobilenet-load-schedule", "namespace": "default", "labels": LABELS,
-                              "ownerReferences": [OWNER]}
+    assert cm["metadata"] == {
+        "name": "mobilenet-load-schedule",
+        "namespace": "default",
+        "labels": LABELS,
+        "ownerReferences": [OWNER],
+    }
     schedule = yaml.safe_load(cm["data"]["schedule.yaml"])
     assert schedule["loop"] is False
     assert [s["rps"] for s in schedule["stages"]] == [1, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50]
@@ -100,12 +151,20 @@ def test_schedule_configmap_holds_the_stages() -> None:
 
 def test_parallel_generators_split_rates_and_in_flight_and_drop_the_shared_seed() -> None:
     doc = example_doc()
-    doc["spec"].update(parallelism=4, schedule=[{"rps": 100, "duration": "30s"}, {"rampTo": 10, "duration": "1m"}],
-                       maxInFlight=1001, loop=True, nodeSelector={"role": "loadgen"},
-                       resources={"limits": {"cpu": "1"}}, image="mine:2")
+    doc["spec"].update(
+        parallelism=4,
+        schedule=[{"rps": 100, "duration": "30s"}, {"rampTo": 10, "duration": "1m"}],
+        maxInFlight=1001,
+        loop=True,
+        nodeSelector={"role": "loadgen"},
+        resources={"limits": {"cpu": "1"}},
+        image="mine:2",
+    )
     lexp = lexp_of(doc)
     assert build.schedule_document(lexp) == {
-        "stages": [{"duration": "30s", "rps": 25.0}, {"duration": "1m", "rampTo": 2.5}], "loop": True}
+        "stages": [{"duration": "30s", "rps": 25.0}, {"duration": "1m", "rampTo": 2.5}],
+        "loop": True,
+    }
     job = valid(build.build_job(lexp, "http://10.0.0.3:31500/gpu", SETTINGS))
     spec = job["spec"]
     assert (spec["parallelism"], spec["completions"], spec["backoffLimit"]) == (4, 4, 0)
@@ -129,10 +188,12 @@ def test_short_schedules_are_retried_once() -> None:
 def test_target_resolution() -> None:
     lexp = lexp_of(example_doc())
     assert build.resolve_target(lexp, None) == build.Target(
-        None, "TargetNotFound", "InferenceService 'mobilenet' does not exist")
+        None, "TargetNotFound", "InferenceService 'mobilenet' does not exist"
+    )
     pending = {"status": {"phase": "Degraded", "serviceURL": "http://x:5000"}}
     assert build.resolve_target(lexp, pending) == build.Target(
-        None, "TargetNotReady", "InferenceService 'mobilenet' is Degraded")
+        None, "TargetNotReady", "InferenceService 'mobilenet' is Degraded"
+    )
     ready = {"status": {"phase": "Ready", "serviceURL": "http://mobilenet.default.svc.cluster.local:5000/"}}
     assert build.resolve_target(lexp, ready) == build.Target(URL)
     doc = example_doc()
@@ -147,11 +208,38 @@ def test_job_finished() -> None:
     job["status"]["succeeded"] = 2
     assert build.job_finished(job) == "Complete"
     assert build.job_finished({"spec": {"backoffLimit": 0}, "status": {"failed": 1}}) == "Failed"
-    assert build.job_finished({"spec": {}, "status": {"conditions": [
-        {"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}}) == "Failed"
+    assert (
+        build.job_finished(
+            {"spec": {}, "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}}
+        )
+        == "Failed"
+    )
 
 
 def test_results_configmap() -> None:
     cm = valid(build.build_results_configmap(lexp_of(example_doc()), {"sent": 3, "slo": {"met": True}}))
     assert cm["metadata"]["name"] == "mobilenet-load-results"
     assert json.loads(cm["data"]["summary.json"]) == {"sent": 3, "slo": {"met": True}}
+
+
+def test_capacity_mode_hands_the_search_and_its_slo_to_the_generator() -> None:
+    doc = example_doc()
+    doc["spec"].update(mode="capacity", schedule=[],
+                       capacity={"minRPS": 5, "maxRPS": 80, "probeDuration": "5s", "precision": 0.1})  # fmt: skip
+    job = valid(build.build_job(lexp_of(doc), URL, Settings(results_linger_s=5)))
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--schedule" not in args
+    flags = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--")}
+    assert {k: flags[k] for k in ("--mode", "--min-rps", "--max-rps", "--probe-duration", "--precision",
+                                  "--slo-p99-ms", "--min-success-rate")} == {
+        "--mode": "capacity", "--min-rps": "5", "--max-rps": "80", "--probe-duration": "5s", "--precision": "0.1",
+        "--slo-p99-ms": "1000", "--min-success-rate": "0.99"}  # fmt: skip
+    # The deadline covers the longest search: 5 doublings 5->80 + 5 bisections to 10 %, 6 s per probe.
+    assert job["spec"]["activeDeadlineSeconds"] == 2 * ((5 + 5) * 6 + 300 + 5)
+
+
+def test_capacity_mode_with_several_generators_is_refused_naming_the_field() -> None:
+    doc = example_doc()
+    doc["spec"].update(mode="capacity", parallelism=2)
+    with pytest.raises(ManifestError, match="parallelism must be 1"):
+        parse_resource(doc)
