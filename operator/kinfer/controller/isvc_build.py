@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from kinfer.api import InferenceService
+from kinfer.api.commands import serve_args
 from kinfer.api.common import Resources
-from kinfer.api.inferenceservice import KNOWN_MODELS, PodStatus
+from kinfer.api.inferenceservice import PodStatus
 from kinfer.controller.meta import (
     REPLICA_LABEL,
     SERVICE_LABEL,
     TEMPLATE_HASH,
     content_hash,
-    fmt_number,
     owner_reference,
     standard_labels,
 )
@@ -70,38 +70,8 @@ def check_host_paths(isvc: InferenceService, settings: Settings) -> None:
 
 
 def server_args(isvc: InferenceService) -> list[str]:
-    """``kinfer serve`` arguments for the spec (DESIGN §9)."""
-    spec = isvc.spec
-    model = spec.model
-    args = ["serve", "--format", model.format, "--model-name", model.name]
-    if model.path:
-        args += ["--model", model.path]
-    if model.name in KNOWN_MODELS:
-        args += ["--known-model", model.name]
-    if model.task:
-        args += ["--task", model.task]
-    if model.inputs:
-        args += ["--inputs", ",".join(model.inputs)]
-    if model.outputs:
-        args += ["--outputs", ",".join(model.outputs)]
-    if model.input_size:
-        args += ["--input-size", ",".join(str(v) for v in model.input_size)]
-    if model.preprocess:
-        args += ["--preprocess", model.preprocess]
-    if model.delay_ms is not None:
-        args += ["--delay-ms", fmt_number(model.delay_ms)]
-    if model.delay_distribution:
-        args += ["--delay-distribution", model.delay_distribution]
-    if spec.dataset:
-        args += ["--dataset", spec.dataset]
-    args += ["--workers", str(spec.workers), "--threads", str(spec.threads)]
-    batching = spec.batching_or_default
-    args += ["--max-batch-size", str(batching.max_batch_size)]
-    args += ["--max-delay-ms", fmt_number(batching.max_delay_ms)]
-    if spec.gpu and spec.gpu.memory_fraction is not None:
-        args += ["--memory-fraction", fmt_number(spec.gpu.memory_fraction)]
-    args += ["--host", "0.0.0.0", "--port", str(spec.port)]
-    return args
+    """``kinfer serve`` arguments for the spec (DESIGN §9), listening on every address of the pod."""
+    return serve_args(isvc, "0.0.0.0", isvc.spec.port)
 
 
 def _resources(resources: Resources | None, gpus: int | None) -> dict[str, Any]:

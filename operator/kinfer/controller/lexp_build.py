@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from kinfer.api import LoadExperiment
-from kinfer.api.loadexperiment import CapacitySearch
-from kinfer.controller.meta import EXPERIMENT_LABEL, fmt_number, owner_reference, standard_labels
+from kinfer.api import LoadExperiment, commands
+from kinfer.api.commands import GeneratorPlacement
+from kinfer.controller.meta import EXPERIMENT_LABEL, owner_reference, standard_labels
 from kinfer.controller.settings import Settings
 
 CONTAINER = "loadgen"
@@ -120,57 +120,25 @@ def build_schedule_configmap(lexp: LoadExperiment) -> dict[str, Any]:
 # --- job ----------------------------------------------------------------------------------------
 
 
-def _rate_args(lexp: LoadExperiment) -> list[str]:
-    """Where the rate comes from: the mounted schedule, or (capacity mode) the search and its SLO."""
-    spec = lexp.spec
-    if spec.mode != "capacity":
-        return ["--schedule", f"{SCHEDULE_DIR}/{SCHEDULE_FILE}"]
-    search = spec.capacity or CapacitySearch()
-    args = ["--mode", "capacity", "--min-rps", fmt_number(search.min_rps), "--max-rps", fmt_number(search.max_rps),
-            "--probe-duration", search.probe_duration, "--precision", fmt_number(search.precision)]  # fmt: skip
-    if spec.slo and spec.slo.p99_ms is not None:
-        args += ["--slo-p99-ms", fmt_number(spec.slo.p99_ms)]
-    if spec.slo and spec.slo.min_success_rate is not None:
-        args += ["--min-success-rate", fmt_number(spec.slo.min_success_rate)]
-    return args
-
-
 def loadgen_args(lexp: LoadExperiment, url: str, settings: Settings) -> list[str]:
     """``kinfer loadgen`` arguments (DESIGN §9) for one generator pod."""
-    spec = lexp.spec
-    t = spec.target
-    args = ["loadgen", url, *_rate_args(lexp), "--arrival", spec.arrival]
-    if spec.seed is not None and spec.parallelism == 1:
-        args += ["--seed", str(spec.seed)]  # parallel pods must not share one arrival stream
-    args += [
-        "--method",
-        t.method,
-        "--payload",
-        t.payload,
-        "--protocol",
-        t.protocol,
-        "--timeout-ms",
-        str(t.timeout_ms),
-        "--max-in-flight",
-        str(max(1, math.ceil(spec.max_in_flight / spec.parallelism))),
-        "--window",
-        str(spec.window_size),
-        "--interval",
-        fmt_number(spec.record_interval_s),
-        "--control-port",
-        str(spec.control_port),
-        "--output",
-        RESULTS_DIR,
-        "--linger",
-        fmt_number(settings.results_linger_s),
-        "--quiet",
-    ]
-    return args
+    where = GeneratorPlacement(
+        schedule_file=f"{SCHEDULE_DIR}/{SCHEDULE_FILE}",
+        output=RESULTS_DIR,
+        control_port=lexp.spec.control_port,
+        linger_s=settings.results_linger_s,
+        share=lexp.spec.parallelism,
+        judge=False,
+    )
+    return commands.loadgen_args(lexp, url, where)
 
 
 def backoff_limit(lexp: LoadExperiment) -> int:
-    """Retry a failed generator once for short schedules; a long run restarted would mix two runs."""
-    return 1 if not lexp.spec.loop and lexp.spec.duration_s <= RETRY_UP_TO_S else 0
+    """Retry a failed generator once for short schedules; a long run restarted would mix two runs, and a
+    capacity search that found no capacity exits 1 by design (its verdict is in the status)."""
+    if lexp.spec.loop or lexp.spec.mode == "capacity":
+        return 0
+    return 1 if lexp.spec.duration_s <= RETRY_UP_TO_S else 0
 
 
 def active_deadline(lexp: LoadExperiment, settings: Settings) -> int | None:

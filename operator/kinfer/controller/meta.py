@@ -48,7 +48,3 @@ def content_hash(obj: Any) -> str:
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
-
-def fmt_number(value: float) -> str:
-    """A number as a command-line argument: ``5`` not ``5.0``, ``0.25`` as is."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))

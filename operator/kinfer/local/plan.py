@@ -15,10 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kinfer.api import InferenceService, KinferResource, LoadExperiment, ManifestError
-from kinfer.api.common import seconds
-from kinfer.api.durations import format_duration
-from kinfer.api.inferenceservice import KNOWN_MODELS
-from kinfer.api.loadexperiment import CapacitySearch
+from kinfer.api.commands import GeneratorPlacement, loadgen_args, serve_args
 
 LOOPBACK = "127.0.0.1"
 
@@ -103,45 +100,8 @@ def ignored_server_fields(svc: InferenceService) -> list[str]:
 
 
 def server_argv(svc: InferenceService, port: int, base: Path) -> list[str]:
-    """``kinfer serve`` arguments for one replica of ``svc`` on ``port``."""
-    spec, model = svc.spec, svc.spec.model
-    argv = [
-        "serve",
-        "--format",
-        model.format,
-        "--model-name",
-        model.name,
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-    ]
-    if model.path:
-        argv += ["--model", _resolve(model.path, base)]
-    if model.name in KNOWN_MODELS:
-        argv += ["--known-model", model.name]
-    if model.task:
-        argv += ["--task", model.task]
-    if model.inputs:
-        argv += ["--inputs", ",".join(model.inputs)]
-    if model.outputs:
-        argv += ["--outputs", ",".join(model.outputs)]
-    if model.input_size:
-        argv += ["--input-size", ",".join(str(v) for v in model.input_size)]
-    if model.preprocess:
-        argv += ["--preprocess", model.preprocess]
-    if model.delay_ms is not None:
-        argv += ["--delay-ms", f"{model.delay_ms:g}"]
-    if model.delay_distribution:
-        argv += ["--delay-distribution", model.delay_distribution]
-    if spec.dataset:
-        argv += ["--dataset", _resolve(spec.dataset, base)]
-    batching = spec.batching_or_default
-    argv += ["--workers", str(spec.workers), "--threads", str(spec.threads)]
-    argv += ["--max-batch-size", str(batching.max_batch_size), "--max-delay-ms", f"{batching.max_delay_ms:g}"]
-    if spec.gpu and spec.gpu.memory_fraction is not None:
-        argv += ["--memory-fraction", f"{spec.gpu.memory_fraction:g}"]
-    return kinfer_command(*argv)
+    """``kinfer serve`` for one replica of ``svc`` on a loopback ``port`` (relative paths from ``base``)."""
+    return kinfer_command(*serve_args(svc, LOOPBACK, port, lambda p: _resolve(p, base)))
 
 
 def schedule_document(exp: LoadExperiment) -> dict[str, Any]:
@@ -150,43 +110,16 @@ def schedule_document(exp: LoadExperiment) -> dict[str, Any]:
 
 
 def loadgen_argv(exp: LoadExperiment, url: str, control_port: int, results: Path, base: Path) -> list[str]:
-    """``kinfer loadgen`` arguments for ``exp`` against ``url``."""
-    spec, target = exp.spec, exp.spec.target
-    payload = target.payload
-    for prefix in ("dataset:", "file:"):
-        if payload.startswith(prefix):
-            payload = prefix + _resolve(payload.removeprefix(prefix), base)
-    argv = [
-        "loadgen", url.rstrip("/") + target.path,
-        "--schedule", str(results / "schedule.json"),
-        "--arrival", spec.arrival,
-        "--method", target.method,
-        "--payload", payload,
-        "--protocol", target.protocol,
-        "--timeout-ms", str(target.timeout_ms),
-        "--max-in-flight", str(spec.max_in_flight),
-        "--window", str(spec.window_size),
-        "--interval", format_duration(spec.record_interval_s),
-        "--control-host", LOOPBACK,
-        "--control-port", str(control_port),
-        "--output", str(results),
-        "--quiet",
-        "--linger", "1",
-    ]  # fmt: skip
-    if spec.seed is not None:
-        argv += ["--seed", str(spec.seed)]
-    if spec.mode == "capacity":
-        cap = spec.capacity or CapacitySearch()
-        i = argv.index("--schedule")
-        del argv[i : i + 2]  # the search chooses the rates
-        argv += ["--mode", "capacity", "--min-rps", f"{cap.min_rps:g}", "--max-rps", f"{cap.max_rps:g}",
-                 "--probe-duration", f"{seconds(cap.probe_duration):g}",
-                 "--precision", f"{cap.precision:g}"]  # fmt: skip
-    if spec.slo and spec.slo.p99_ms is not None:
-        argv += ["--slo-p99-ms", f"{spec.slo.p99_ms:g}"]
-    if spec.slo and spec.slo.min_success_rate is not None:
-        argv += ["--min-success-rate", f"{spec.slo.min_success_rate:g}"]
-    return kinfer_command(*argv)
+    """``kinfer loadgen`` for ``exp`` against the base ``url``, results and schedule in ``results``."""
+    where = GeneratorPlacement(
+        schedule_file=str(results / "schedule.json"),
+        output=str(results),
+        control_port=control_port,
+        linger_s=1,
+        control_host=LOOPBACK,
+        path=lambda p: _resolve(p, base),
+    )
+    return kinfer_command(*loadgen_args(exp, url.rstrip("/") + exp.spec.target.path, where))
 
 
 def ignored_experiment_fields(exp: LoadExperiment) -> list[str]:

@@ -234,8 +234,10 @@ def test_capacity_mode_hands_the_search_and_its_slo_to_the_generator() -> None:
                                   "--slo-p99-ms", "--min-success-rate")} == {
         "--mode": "capacity", "--min-rps": "5", "--max-rps": "80", "--probe-duration": "5s", "--precision": "0.1",
         "--slo-p99-ms": "1000", "--min-success-rate": "0.99"}  # fmt: skip
-    # The deadline covers the longest search: 5 doublings 5->80 + 5 bisections to 10 %, 6 s per probe.
-    assert job["spec"]["activeDeadlineSeconds"] == 2 * ((5 + 5) * 6 + 300 + 5)
+    # The deadline covers the longest search: 5 doublings 5->80 + 5 bisections to 10 %, 6 s per probe;
+    # no retry (a search that finds no capacity exits 1 by design).
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["activeDeadlineSeconds"] == (5 + 5) * 6 + 300 + 5
 
 
 def test_capacity_mode_with_several_generators_is_refused_naming_the_field() -> None:

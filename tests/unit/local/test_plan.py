@@ -103,12 +103,12 @@ def test_capacity_mode_passes_the_search_to_the_generator() -> None:
     argv = _plan(docs).experiments[0].argv
     assert _flag(argv, "--mode") == "capacity" and "--schedule" not in argv
     assert [_flag(argv, f) for f in ("--min-rps", "--max-rps", "--probe-duration", "--precision")] == [
-        "5", "400", "2", "0.1"
+        "5", "400", "2s", "0.1"
     ]
     assert (_flag(argv, "--slo-p99-ms"), _flag(argv, "--min-success-rate")) == ("50", "0.99")
     defaults = _plan([_svc(), _exp(mode="capacity", slo={"p99Ms": 50})]).experiments[0].argv
     assert [_flag(defaults, f) for f in ("--min-rps", "--max-rps", "--probe-duration", "--precision")] == [
-        "1", "1000", "10", "0.05"
+        "1", "1000", "10s", "0.05"
     ]
 
 
