@@ -6,8 +6,8 @@ thread-safe, so gthread workers may call it concurrently when batching is off.
 
 The runtime's thread pools do not spin while idle: by default they busy-wait after each run, and
 with several gunicorn workers on few cores one worker's spinning threads steal the CPU another
-worker is inferring on (measured here: 2 workers x 2 runtime threads on 2 cores served ~7x fewer
-requests within a 100 ms p99 than with spinning off or one runtime thread each).
+worker is inferring on (in one run on 2 cores, 2 workers x 2 spinning runtime threads held a 100 ms
+p99 up to 1 rps, 2 workers x 1 runtime thread up to 7 rps).
 """
 
 from __future__ import annotations
