@@ -20,8 +20,10 @@ class _Model:
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.sizes: list[int] = []
         self.gate = gate
+        self.entered = threading.Event()
 
     def __call__(self, batch: Batch) -> Outputs:
+        self.entered.set()
         if self.gate is not None:
             assert self.gate.wait(10)
         self.sizes.append(int(batch.shape[0]))
@@ -49,6 +51,7 @@ def test_concurrent_requests_are_stacked_into_one_call_and_split_back() -> None:
         with ThreadPoolExecutor(max_workers=5) as pool:
             # the first call blocks in the model, so the next four gather into one full batch
             first = pool.submit(batcher.submit, _row(0))
+            assert model.entered.wait(10)  # the first batch is in the model before the others arrive
             futures = [pool.submit(batcher.submit, _row(v)) for v in (1, 2, 3, 4)]
             _wait_until(lambda: batcher._queue.qsize() == 4)
             gate.set()
@@ -105,7 +108,7 @@ def test_a_request_larger_than_the_room_left_goes_to_the_next_batch() -> None:
     try:
         with ThreadPoolExecutor(max_workers=3) as pool:
             first = pool.submit(batcher.submit, _row(0))
-            _wait_until(lambda: batcher._queue.qsize() == 0)
+            assert model.entered.wait(10)  # the first batch is in the model, the queue is empty
             a = pool.submit(batcher.submit, np.concatenate([_row(1)] * 3))
             _wait_until(lambda: batcher._queue.qsize() == 1)
             b = pool.submit(batcher.submit, np.concatenate([_row(2)] * 2))
