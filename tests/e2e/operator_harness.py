@@ -197,7 +197,12 @@ class Kubelet:
             if pod["metadata"].get("deletionTimestamp"):
                 continue
             if uid not in self.pods and uid not in self.fake:
-                await self._start(pod)
+                try:
+                    await self._start(pod)
+                except AssertionError as exc:
+                    # Like a kubelet whose pod cannot start yet (its Service has no ready endpoint): retry
+                    # next round, and let the other pods of this round start meanwhile.
+                    log.info("pod %s not started yet: %s", pod["metadata"]["name"], exc)
         for uid, running in list(self.pods.items()):
             pod = present.get(uid)
             if pod is None or pod["metadata"].get("deletionTimestamp"):
@@ -235,16 +240,16 @@ class Kubelet:
 
     async def _start(self, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]
-        ip = self.addresses.allocate()
         if not self.run_processes:
             self.fake.add(pod["metadata"]["uid"])
-            self._set_status(name, "Running", ip, ready=True)
+            self._set_status(name, "Running", self.addresses.allocate(), ready=True)
             return
         container = pod["spec"]["containers"][0]
         podir = self.workdir / "pods" / name
         podir.mkdir(parents=True, exist_ok=True)
         args = self._mount(pod, list(container.get("args") or []), podir)
-        args = self._resolve_services(args)
+        args = self._resolve_services(args)  # may raise: then no address is taken, the next round retries
+        ip = self.addresses.allocate()
         if args and args[0] == "serve":
             args = self._server_args(args, ip)
         elif args and args[0] == "loadgen":
