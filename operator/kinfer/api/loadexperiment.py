@@ -169,6 +169,10 @@ class Record(StatusModel):
     avg99th_ms: float | None = Field(default=None, description="Mean of per-record p99 over the window.")
 
 
+#: records.csv columns and the record fields of every snapshot, in order (DESIGN.md §9).
+RECORD_COLUMNS: tuple[str, ...] = tuple(field.alias or name for name, field in Record.model_fields.items())
+
+
 class Percentiles(StatusModel):
     """Latency percentiles in milliseconds."""
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kinfer import histograms
-from kinfer.api.loadexperiment import SLO
+from kinfer.api.loadexperiment import RECORD_COLUMNS, SLO
 from kinfer.api.slo import Verdict, capacity_verdict, evaluate
 
 _SUMS = ("targetRPS", "realRPS", "realQPS", "errors", "dropped", "avgRPS", "avgQPS")
@@ -139,21 +139,6 @@ def merge(snapshots: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-_RECORD_KEYS = (
-    "t",
-    "targetRPS",
-    "realRPS",
-    "realQPS",
-    "errors",
-    "dropped",
-    "p50Ms",
-    "p99Ms",
-    "maxMs",
-    "avgRPS",
-    "avgQPS",
-    "serviceRate",
-    "avg99thMs",
-)
 
 
 def live_status(snapshot: Mapping[str, Any]) -> dict[str, Any]:
@@ -175,7 +160,7 @@ def live_status(snapshot: Mapping[str, Any]) -> dict[str, Any]:
         value = totals.get(key)
         status[key] = int(value) if isinstance(value, int | float) else None
     if isinstance(live, Mapping):
-        status["live"] = {k: live[k] for k in _RECORD_KEYS if live.get(k) is not None}
+        status["live"] = {k: live[k] for k in RECORD_COLUMNS if live.get(k) is not None}
     latency = snapshot.get("latencyMs")
     if isinstance(latency, Mapping):
         status["latencyMs"] = {k: latency[k] for k in _PERCENTILES if _num(latency.get(k)) is not None}

@@ -303,19 +303,10 @@ class CapacityRun(Run):
 
 def run_main(config: LoadgenConfig) -> int:
     """``kinfer loadgen --mode capacity``: 0 capacity found, 1 none (or the run failed), 2 bad input."""
-    from kinfer.loadgen.config import ConfigError
-    from kinfer.loadgen.runner import serve
+    from kinfer.loadgen.runner import run_to_end
 
-    try:
-        import uvloop
-
-        runner: Any = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is in the loadgen extra
-        runner = asyncio.run
-    try:
-        result: Run = runner(serve(CapacityRun(config), handle_signals=True))
-    except ConfigError as exc:
-        print(f"kinfer loadgen: error: {exc}", file=sys.stderr)
+    result = run_to_end(CapacityRun(config))
+    if result is None:
         return 2
     assert isinstance(result, CapacityRun)
     cap = result.search.to_json()

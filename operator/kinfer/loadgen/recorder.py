@@ -16,26 +16,10 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any
 
+from kinfer.api.loadexperiment import RECORD_COLUMNS as RECORD_COLUMNS
 from kinfer.loadgen.engine import Snapshot
 from kinfer.loadgen.plan import RatePlan
 from kinfer.loadgen.stats import Bucket, latency_summary, max_ms, mean_ms, percentile_ms
-
-#: records.csv columns, in order (DESIGN.md §9).
-RECORD_COLUMNS = (
-    "t",
-    "targetRPS",
-    "realRPS",
-    "realQPS",
-    "errors",
-    "dropped",
-    "p50Ms",
-    "p99Ms",
-    "maxMs",
-    "avgRPS",
-    "avgQPS",
-    "serviceRate",
-    "avg99thMs",
-)
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:

@@ -318,8 +318,9 @@ async def serve(run: Run, *, handle_signals: bool = False) -> Run:
     return run
 
 
-def run_main(config: LoadgenConfig) -> int:
-    """Run on uvloop where available; the exit code of the CLI."""
+def run_to_end(run: Run) -> Run | None:
+    """Serve ``run`` on uvloop where available (Ctrl-C/SIGTERM stop it gracefully); ``None`` when its
+    configuration turned out invalid (the error is printed)."""
     try:
         import uvloop
 
@@ -327,9 +328,17 @@ def run_main(config: LoadgenConfig) -> int:
     except ImportError:  # pragma: no cover - uvloop is in the loadgen extra
         runner = asyncio.run
     try:
-        result: Run = runner(run_async(config, handle_signals=True))
+        result: Run = runner(serve(run, handle_signals=True))
     except ConfigError as exc:
         print(f"kinfer loadgen: error: {exc}", file=sys.stderr)
+        return None
+    return result
+
+
+def run_main(config: LoadgenConfig) -> int:
+    """Run on uvloop where available; the exit code of the CLI."""
+    result = run_to_end(Run(config))
+    if result is None:
         return 2
     summary = result.summary()
     if not config.quiet:

@@ -163,3 +163,10 @@ def test_slo_verdicts_name_what_failed() -> None:
     assert not evaluate(slo, None, 0, 0).met
     dropping = evaluate(slo, 50, 900, 900, dropped=100)
     assert not dropping.met and "success rate 90.00%" in dropping.message
+
+
+def test_record_columns_are_the_designs() -> None:
+    from kinfer.api.loadexperiment import RECORD_COLUMNS
+
+    assert RECORD_COLUMNS == ("t", "targetRPS", "realRPS", "realQPS", "errors", "dropped", "p50Ms", "p99Ms", "maxMs",
+                              "avgRPS", "avgQPS", "serviceRate", "avg99thMs")  # fmt: skip
