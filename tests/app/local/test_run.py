@@ -27,7 +27,7 @@ def _manifest(tmp_path: Path, *, replicas: int = 1, delay_ms: float = 1, schedul
     }  # fmt: skip
     exp: dict[str, Any] = {
         "apiVersion": "kinfer.dev/v1alpha1", "kind": "LoadExperiment", "metadata": {"name": "exp"},
-        "spec": {"target": {"service": "svc", "path": "/gpu1"}, "seed": 1, "windowSize": 5,
+        "spec": {"target": {"service": "svc", "path": "/gpu"}, "seed": 1, "windowSize": 5,
                  "schedule": schedule or [{"rps": 20, "duration": "2s"}, {"rps": 40, "duration": "2s"}]},
     }  # fmt: skip
     if slo:
