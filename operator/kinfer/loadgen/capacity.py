@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,18 +175,10 @@ class CapacityRun(Run):
                     self._announce(probe)
             self.phase = Phase.STOPPED if self._stop_requested else Phase.SUCCEEDED
         except Exception as exc:  # process boundary: a failed run still writes what it measured
-            self.phase = Phase.FAILED
-            self.error = f"{type(exc).__name__}: {exc}"
-            print(f"kinfer loadgen: run failed: {self.error}", file=sys.stderr)
+            self._failed(exc)
         finally:
             self.plan.override = 0.0
-            if self.sending_ended is None and self.t0 is not None:
-                self.sending_ended = max(time.monotonic() - self.t0, 0.0)
-            self.finished_at = datetime.now(UTC)
-            if self.writer is not None:
-                self.writer.write_summary(self.summary())
-                self.writer.close()
-                self._write_report()
+            self._finish(math.inf)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -139,18 +139,25 @@ class Run:
             await self.group.run(self.t0)
             self.phase = Phase.STOPPED if self._stop_requested else Phase.SUCCEEDED
         except Exception as exc:  # process boundary: a failed run still writes what it measured
-            self.phase = Phase.FAILED
-            self.error = f"{type(exc).__name__}: {exc}"
-            print(f"kinfer loadgen: run failed: {self.error}", file=sys.stderr)
+            self._failed(exc)
         finally:
-            if self.sending_ended is None and self.t0 is not None:
-                self.sending_ended = min(max(time.monotonic() - self.t0, 0.0), self.plan.end)
-            self.finished_at = datetime.now(UTC)
-            if self.writer is not None:
-                summary = self.summary()
-                self.writer.write_summary(summary)
-                self.writer.close()
-                self._write_report()
+            self._finish(self.plan.end)
+
+    def _failed(self, exc: Exception) -> None:
+        """Record a run that broke off (what it measured is still written)."""
+        self.phase = Phase.FAILED
+        self.error = f"{type(exc).__name__}: {exc}"
+        print(f"kinfer loadgen: run failed: {self.error}", file=sys.stderr)
+
+    def _finish(self, longest: float) -> None:
+        """Close the run: when sending ended (at most ``longest`` s), final summary, results, report."""
+        if self.sending_ended is None and self.t0 is not None:
+            self.sending_ended = min(max(time.monotonic() - self.t0, 0.0), longest)
+        self.finished_at = datetime.now(UTC)
+        if self.writer is not None:
+            self.writer.write_summary(self.summary())
+            self.writer.close()
+            self._write_report()
 
     def _write_report(self) -> None:
         """Plots and report.html from the files just written (summary.json, records.csv)."""
