@@ -87,7 +87,8 @@ def create_app(
     def decode_rows(payloads: list[bytes]) -> tuple[NDArray[np.generic], list[tuple[int, int]]]:
         start = time.perf_counter()
         images = [decode_image(p) for p in payloads]
-        rows = np.stack([rt.prepare(img) for img in images])
+        prepared = [rt.prepare(img) for img in images]
+        rows = prepared[0][np.newaxis] if len(prepared) == 1 else np.stack(prepared)
         _stage("preprocess", time.perf_counter() - start)
         return rows, [(int(img.shape[0]), int(img.shape[1])) for img in images]
 
@@ -106,9 +107,9 @@ def create_app(
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
         stages: dict[str, float] = g.get("stages", {})
         response.headers["Server-Timing"] = server_timing(stages)
-        metrics.observe_stages(stages)
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        metrics.request_seconds.labels(route).observe(time.perf_counter() - g.get("started", 0.0))
+        code, seconds = response.status_code, time.perf_counter() - g.get("started", 0.0)
+        # metrics are written after the response has gone out (WSGI close), off the client's latency
+        response.call_on_close(lambda: metrics.observe_request(route, code, seconds, stages))
         return response
 
     @app.teardown_request

@@ -89,14 +89,33 @@ class ServerMetrics:
             "kinfer_server_worker_resident_memory_bytes", "Resident memory of each worker process.",
             multiprocess_mode="liveall", registry=reg,
         )  # fmt: skip
+        self._stage_children: dict[str, Histogram] = {}
+        self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self._process = psutil.Process()
         self._sampler: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def observe_stages(self, stages: dict[str, float]) -> None:
-        """Record the stages a request went through (stages it skipped are not recorded as zero)."""
-        for stage, seconds in stages.items():
-            self.stage_seconds.labels(self.model, stage).observe(seconds)
+    def observe_request(self, route: str, code: int, seconds: float, stages: dict[str, float]) -> None:
+        """Record one answered request: its count, its time in the handler and the stages it went through
+        (stages it skipped are not recorded as zero).
+
+        The app calls this once the response has been written, so none of it adds to the latency a client
+        sees; labelled children are looked up once and kept, which spares a lock and a dict per sample.
+        """
+        for stage, stage_seconds in stages.items():
+            child = self._stage_children.get(stage)
+            if child is None:
+                child = self._stage_children[stage] = self.stage_seconds.labels(self.model, stage)
+            child.observe(stage_seconds)
+        key = (route, code)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(route, str(code)),
+                self.request_seconds.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_batch(self, size: int) -> None:
         self.batch_size.labels(self.model).observe(size)

@@ -232,10 +232,15 @@ def test_v2_infer_rejects_bad_tensors_with_400(client: FlaskClient) -> None:
 
 
 def test_metrics_count_requests_by_route_and_code_and_record_stages(client: FlaskClient) -> None:
-    client.get("/gpu")
-    client.post("/predict", data=b"junk")
-    client.post("/predict", data=image_bytes())
+    # metrics are recorded when the server closes the response (WSGI close), after it has been sent
+    client.get("/gpu").close()
+    client.post("/predict", data=b"junk").close()
+    unclosed = client.post("/predict", data=image_bytes())
     text = client.get("/metrics").get_data(as_text=True)
+    assert 'kinfer_server_requests_total{code="200",route="/predict"}' not in text
+    unclosed.close()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'kinfer_server_requests_total{code="200",route="/predict"} 1.0' in text
     assert 'kinfer_server_requests_total{code="200",route="/gpu"} 1.0' in text
     assert 'kinfer_server_requests_total{code="400",route="/predict"} 1.0' in text
     assert 'kinfer_server_stage_duration_seconds_count{model="null",stage="infer"} 2.0' in text
