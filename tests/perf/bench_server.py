@@ -9,9 +9,13 @@ with ``kinfer model build ssd-mobilenet`` into ``--out``. Both servers answer ``
 inference on a preloaded dataset image), driven by ``kinfer loadgen`` open-loop (Poisson arrivals,
 latency from the scheduled send time). For each configuration the highest rate whose p99 stays
 <= 100 ms (``--slo-ms``) is found by doubling then bisecting, and the saturation throughput (responses
-per second when offered ``--saturate-rps``) is measured. Also measured: the overhead of HTTP, decoding and
-pre/post-processing per request, as the median of (``POST /predict`` of a dataset JPEG, one request
-at a time) minus (the bare ONNX Runtime call on the same pre-processed image), interleaved.
+per second when offered ``--saturate-rps``) is measured.
+
+Also measured (``--overhead-only`` skips the searches): what ``POST /predict`` of a dataset JPEG costs
+beyond the model call, one request at a time over a plain keep-alive socket, as the round trip minus
+the server's own infer stage (``Server-Timing``) and as its median minus the median bare ONNX Runtime
+call in this process; and, as a control, the same request on the null backend back to back and after
+30 ms of idleness, which shows what this machine charges a request for the idle spell alone.
 Timings on a shared machine are noisy: compare within one run only.
 """
 
@@ -22,6 +26,7 @@ import json
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -166,15 +172,89 @@ class CapacitySearch:
         self.rate = (self.good + self.bad) / 2
 
 
-def overhead(model: Path, url: str, n: int = 60) -> dict[str, float]:
-    """Median ms of the bare ONNX Runtime call vs ``POST /predict`` of the same JPEG (interleaved).
+class RawClient:
+    """One keep-alive HTTP/1.1 connection driven with plain socket calls.
 
-    The client is ``http.client`` on one keep-alive connection, so that what is measured is the
-    server's HTTP, decoding and pre/post-processing, not a client library's own overhead.
+    ``http.client`` alone costs about 0.5 ms per request on this machine; the figure wanted is the
+    server's, so the request bytes are built once and the response is read until its Content-Length.
+    Reconnects when the server closes (gunicorn's sync worker closes after every response).
+    ``busy_poll`` keeps the client's core awake while it waits (non-blocking reads, yielding the core
+    between them) so that the client's own wake-up after a long wait is not counted as the server's.
     """
-    import http.client
-    from urllib.parse import urlsplit
 
+    def __init__(self, url: str, busy_poll: bool = False) -> None:
+        parts = urlsplit(url)
+        self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.busy_poll = busy_poll
+        self.sock: socket.socket | None = None
+
+    def request(self, raw: bytes) -> tuple[float, bytes]:
+        """Send ``raw``; return (milliseconds until the whole response was read, response head)."""
+        if self.sock is None:
+            self.sock = socket.create_connection(self.address, timeout=30)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        start = time.perf_counter()
+        self.sock.sendall(raw)
+        buf = b""
+        while True:
+            chunk = self._recv(self.sock)
+            if not chunk:
+                raise RuntimeError("server closed the connection mid-response")
+            buf += chunk
+            head, sep, body = buf.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            if sep and length and len(body) >= int(length.group(1)):
+                break
+        elapsed = (time.perf_counter() - start) * 1000
+        if re.search(rb"(?i)\r\nconnection: *close", head):
+            self.close()
+        return elapsed, head
+
+    def _recv(self, sock: socket.socket) -> bytes:
+        if not self.busy_poll:
+            return sock.recv(1 << 16)
+        while True:
+            try:
+                return sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                os.sched_yield()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def _post(url: str, path: str, body: bytes) -> bytes:
+    host = urlsplit(url).netloc
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+def _stages(head: bytes) -> dict[str, float]:
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return {k.decode(): float(v) for k, v in re.findall(rb"(\w+);dur=([\d.]+)", head)}
+
+
+def _median_stages(runs: list[tuple[float, dict[str, float]]]) -> dict[str, float]:
+    return {
+        "predictMs": statistics.median(total for total, _ in runs),
+        "besideInferMs": statistics.median(total - t["infer"] for total, t in runs),
+        "preprocessMs": statistics.median(t["preprocess"] for _, t in runs),
+        "postprocessMs": statistics.median(t["postprocess"] for _, t in runs),
+        "httpAndFlaskMs": statistics.median(total - sum(t.values()) for total, t in runs),
+    }
+
+
+def overhead(model: Path, url: str, n: int = 100, rounds: int = 2) -> dict[str, object]:
+    """What ``POST /predict`` of a dataset JPEG costs beyond the model call, one request at a time.
+
+    Three blocks, repeated ``rounds`` times so that a shared machine's drift reaches each alike: the
+    bare ONNX Runtime call in this process; ``/predict`` back to back from a blocking client; the
+    same from a busy-polling client. ``besideInferMs`` is the round trip minus the server's own infer
+    stage (``Server-Timing``): the overhead, free of the model's run-to-run noise. ``overheadMs`` is
+    the median round trip minus the median bare call.
+    """
     import numpy as np
     import onnxruntime as ort
 
@@ -186,39 +266,52 @@ def overhead(model: Path, url: str, n: int = 60) -> dict[str, float]:
     opts = ort.SessionOptions()  # as the server's backend sets it: idle threads must not spin
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(model / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=10)
+    raw = _post(url, "/predict", data)
+    clients = {"blockingClient": RawClient(url), "busyPollingClient": RawClient(url, busy_poll=True)}
+    bare: list[float] = []
+    runs: dict[str, list[tuple[float, dict[str, float]]]] = {name: [] for name in clients}
+    for _ in range(rounds):
+        for _ in range(n):
+            t0 = time.perf_counter()
+            session.run(None, {"image_tensor:0": row})
+            bare.append((time.perf_counter() - t0) * 1000)
+        for name, client in clients.items():
+            for i in range(n + 5):
+                total, head = client.request(raw)
+                if i >= 5:
+                    runs[name].append((total, _stages(head)))
+            client.close()
+    out: dict[str, object] = {"bareMs": statistics.median(bare)}
+    for name, measured in runs.items():
+        stats = _median_stages(measured)
+        stats["overheadMs"] = stats["predictMs"] - statistics.median(bare)
+        out[name] = stats
+    return out
 
-    def predict() -> tuple[float, float]:
-        t0 = time.perf_counter()
-        conn.request("POST", "/predict", body=data, headers={"Content-Type": "image/jpeg"})
-        resp = conn.getresponse()
-        resp.read()
-        total = (time.perf_counter() - t0) * 1000
-        assert resp.status == 200
-        timing = dict(re.findall(r"(\w+);dur=([\d.]+)", resp.headers["Server-Timing"]))
-        return total, float(timing["infer"])
 
-    for _ in range(5):
-        session.run(None, {"image_tensor:0": row})
-        predict()
-    bare, served, in_server = [], [], []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        session.run(None, {"image_tensor:0": row})
-        bare.append((time.perf_counter() - t0) * 1000)
-        total, infer = predict()
-        served.append(total)
-        in_server.append(total - infer)
-    conn.close()
-    return {
-        "bareMs": statistics.median(bare),
-        "predictMs": statistics.median(served),
-        "overheadMs": statistics.median([s - b for s, b in zip(served, bare, strict=True)]),
-        # the same, with the model call timed inside the server (Server-Timing), immune to the
-        # model's own run-to-run noise
-        "overheadBesideInferMs": statistics.median(in_server),
-    }
+def idle_wake_control(model: Path, n: int = 100, gap_s: float = 0.03) -> dict[str, float]:
+    """``/predict`` on the null backend (no model work), back to back and after ``gap_s`` of idleness.
+
+    The work per request is identical; the difference is what this machine charges a request that
+    follows an idle spell as long as a real model call (a VM's idle vCPU wake-ups), not server work.
+    """
+    data = (model / "dataset" / "astronaut.jpg").read_bytes()
+    server = Server(model, ("--format", "null", "--delay-ms", "0", "--workers", "1", "--threads", "1"))
+    try:
+        client = RawClient(server.url)
+        raw = _post(server.url, "/predict", data)
+        beside: dict[str, list[float]] = {"backToBack": [], "afterIdle": []}
+        for _ in range(2):
+            for name, gap in (("backToBack", 0.0), ("afterIdle", gap_s)):
+                for i in range(n + 5):
+                    time.sleep(gap)
+                    total, head = client.request(raw)
+                    if i >= 5:
+                        beside[name].append(total - _stages(head)["infer"])
+        client.close()
+    finally:
+        server.stop()
+    return {f"besideInferMs_{name}": statistics.median(values) for name, values in beside.items()}
 
 
 def main() -> int:
@@ -234,9 +327,35 @@ def main() -> int:
         help="open-loop rate beyond every design's capacity, for the saturation throughput",
     )
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--overhead-only", action="store_true", help="skip the capacity searches")
     args = parser.parse_args()
     SLO["p99Ms"] = args.slo_ms
     model = build_model(Path(args.out))
+    report: dict[str, object] = {} if args.overhead_only else capacity(model, args)
+    if not args.skip_overhead:
+        measured = {}
+        for name, server_args in OVERHEAD_CONFIGS.items():
+            log(f"overhead of /predict: kinfer serve --model {model} {' '.join(server_args)}")
+            server = Server(model, server_args)
+            try:
+                measured[name] = overhead(model, server.url)
+            finally:
+                server.stop()
+        report["overhead"] = measured
+        report["idleWakeControl"] = idle_wake_control(model)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+#: Server configurations whose ``/predict`` overhead is measured (one request at a time).
+OVERHEAD_CONFIGS = {
+    "sync worker (connection closed after each response)": ("--format", "onnx", "--workers", "1", "--threads", "1"),
+    "gthread worker, 2 threads (keep-alive)": ("--format", "onnx", "--workers", "1", "--threads", "2"),
+}
+
+
+def capacity(model: Path, args: argparse.Namespace) -> dict[str, object]:
+    """The capacity searches and saturation throughputs of the seed design and kinfer's candidates."""
     designs = [SEED, *CANDIDATES]
     # All servers run side by side and the searches advance in lockstep, so that the background load
     # of a shared machine drifts over every design alike.
@@ -278,7 +397,7 @@ def main() -> int:
     }
     seed_cap = results[SEED.name]["capacityRPS"]
     best_name = max((d.name for d in CANDIDATES), key=lambda n: results[n]["capacityRPS"])
-    report: dict[str, object] = {
+    return {
         "sloP99Ms": SLO["p99Ms"],
         "designs": results,
         "seedCapacityRPS": seed_cap,
@@ -287,14 +406,6 @@ def main() -> int:
         "speedup": results[best_name]["capacityRPS"] / seed_cap if seed_cap else None,
         "saturationSpeedup": results[best_name]["saturationQPS"] / max(1e-9, results[SEED.name]["saturationQPS"]),
     }
-    if not args.skip_overhead:
-        server = Server(model, ("--format", "onnx", "--workers", "1", "--threads", "2"))
-        try:
-            report["overhead"] = overhead(model, server.url)
-        finally:
-            server.stop()
-    print(json.dumps(report, indent=2))
-    return 0
 
 
 if __name__ == "__main__":
