@@ -23,7 +23,7 @@ from kinfer.server.modelspec import KNOWN_MODELS, MODEL_JSON, ModelSpec, spec_to
 log = logging.getLogger(__name__)
 
 #: Models ``kinfer model build`` knows how to make.
-BUILDABLE = ("ssdlite-person", "ssd-mobilenet", "resnet50")
+BUILDABLE = ("ssdlite-person", "ssd-mobilenet", "ssd-resnet34", "resnet50")
 TINY_NOTE = "tiny random-weight model with the real interface (tests only): outputs are meaningless"
 
 
@@ -89,6 +89,10 @@ def _build_random(name: str, tiny: bool) -> tuple[Any, Any]:
         from kinfer.modelzoo import ssd
 
         return ssd.build(ssd.TINY if tiny else ssd.FULL)
+    if name == "ssd-resnet34":
+        from kinfer.modelzoo import ssd_resnet34
+
+        return ssd_resnet34.build(ssd_resnet34.TINY if tiny else ssd_resnet34.FULL)
     from kinfer.modelzoo import resnet
 
     return resnet.build(tiny)

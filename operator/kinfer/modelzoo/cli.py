@@ -30,9 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kinfer model", description="Build models and image datasets offline.")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build a model directory")
-    b.add_argument("name", choices=BUILDABLE)
+    b.add_argument(
+        "name",
+        choices=BUILDABLE,
+        help="ssdlite-person (real weights, one class) or a random-weight model of the real shape: "
+        "ssd-mobilenet (300x300), ssd-resnet34 (1200x1200), resnet50 (224x224)",
+    )
     b.add_argument("--output", default=os.environ.get(ENV_PREFIX + "OUTPUT"), help="directory to write")
-    b.add_argument("--tiny", action="store_true", help="20-35 KB random-weight version (tests)")
+    b.add_argument("--tiny", action="store_true", help="tiny random-weight version, same interface (tests; 20-60 KB)")
     b.add_argument("--no-onnx", action="store_true", help="skip the tf2onnx conversion")
     b.add_argument("--no-savedmodel", action="store_true", help="skip the SavedModel export")
     sub.add_parser("list", help="list the models that can be built")

@@ -1,4 +1,4 @@
-"""``kinfer model build`` end to end (slow: TensorFlow and tf2onnx run in a subprocess)."""
+"""``kinfer model build`` end to end (slow: TensorFlow and tf2onnx run in a subprocess), then served."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import requests
+
+from kinfer.server.labels import COCO_LABELS
+from tests.app.server.conftest import Server, build_model, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -39,3 +44,71 @@ def test_tiny_resnet50_builds_with_the_mlperf_interface(tmp_path: Path) -> None:
     assert top1.shape == (2,)
     assert probs.shape == (2, 1001)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_r34(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight SSD-ResNet34 (1200x1200 interface), frozen graph and ONNX, built once."""
+    return build_model("ssd-resnet34", tmp_path_factory.mktemp("tiny-r34"), "--tiny", "--no-savedmodel")
+
+
+def test_tiny_ssd_resnet34_builds_with_the_mlperf_interface(tiny_r34: Path) -> None:
+    meta = json.loads((tiny_r34 / "model.json").read_text())
+    assert meta["inputs"] == ["image:0"]
+    assert meta["outputs"] == ["detection_bboxes:0", "detection_classes:0", "detection_scores:0"]
+    assert meta["inputSize"] == [1200, 1200]
+    assert (meta["preprocess"], meta["inputDtype"], meta["weights"]) == ("coco-resnet34-tf", "float32", "random")
+    assert set(meta["files"]) == {"onnx", "tf-graphdef"}
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tiny_r34 / "model.onnx"), providers=["CPUExecutionProvider"])
+    (image,) = session.get_inputs()
+    assert (image.name, image.type, image.shape[1:]) == ("image:0", "tensor(float)", [1200, 1200, 3])
+    x = np.random.default_rng(0).normal(0.0, 60.0, size=(2, 1200, 1200, 3)).astype(np.float32)
+    boxes, classes, scores = session.run(meta["outputs"], {"image:0": x})
+    assert (boxes.shape, classes.shape, scores.shape) == ((2, 200, 4), (2, 200), (2, 200))
+    assert np.all(np.diff(scores, axis=1) <= 0)  # best first
+    found = scores > 0
+    assert found.sum() >= 50
+    assert np.all(scores[found] >= 0.05)  # MLPerf's score cut inside the graph
+    assert np.all(classes[~found] == 0)  # empty slots are background, not person
+    assert np.all(boxes[~found] == 0)
+    # COCO category ids (gaps at 12, 26, ...; up to 90), not MLPerf's contiguous 1..80
+    assert set(classes[found].astype(int)) <= set(COCO_LABELS)
+    assert classes.max() > 80
+
+
+def _predict(server: Server, picture: Path) -> list[dict[str, Any]]:
+    resp = requests.post(f"{server.url}/predict?threshold=0.05", data=picture.read_bytes(), timeout=60)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["model"], body["weights"], body["width"]) == ("ssd-resnet34", "random", 1200)
+    detections: list[dict[str, Any]] = body["detections"]
+    return detections
+
+
+def test_tiny_ssd_resnet34_serves_coco_detections_alike_in_onnx_and_tf_graphdef(tiny_r34: Path) -> None:
+    picture = tiny_r34 / "dataset" / "astronaut.jpg"
+    formats = ("onnx", "tf-graphdef")
+    servers: dict[str, Server] = {}
+    try:
+        for fmt in formats:  # both start at once: TensorFlow's import dominates
+            servers[fmt] = start_server(["--model", str(tiny_r34), "--format", fmt, "--workers", "1"])
+        found = {}
+        for fmt in formats:
+            servers[fmt].wait_ready()
+            found[fmt] = _predict(servers[fmt], picture)
+    finally:
+        for server in servers.values():
+            server.stop()
+    onnx, tf = found["onnx"], found["tf-graphdef"]
+    assert len(onnx) >= 5
+    assert {d["label"] for d in onnx} <= set(COCO_LABELS.values())  # COCO names, never "class_12"
+    for d in onnx:
+        assert COCO_LABELS[d["classId"]] == d["label"]
+        ymin, xmin, ymax, xmax = d["box"]
+        assert 0.0 <= ymin <= ymax <= 1.0
+        assert 0.0 <= xmin <= xmax <= 1.0
+    assert [d["classId"] for d in tf] == [d["classId"] for d in onnx]
+    np.testing.assert_allclose([d["score"] for d in tf], [d["score"] for d in onnx], atol=1e-4)
+    np.testing.assert_allclose([d["box"] for d in tf], [d["box"] for d in onnx], atol=1e-4)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from kinfer.modelzoo import ssd
+from kinfer.modelzoo import ssd, ssd_resnet34
 from kinfer.modelzoo.cli import main
 from kinfer.modelzoo.dataset import write_dataset
+from kinfer.server.modelspec import KNOWN_MODELS
 
 
 def test_full_ssd_has_the_1917_anchors_of_ssd_mobilenet_v1() -> None:
@@ -21,6 +24,37 @@ def test_full_ssd_has_the_1917_anchors_of_ssd_mobilenet_v1() -> None:
 
 def test_tiny_ssd_keeps_its_anchor_table_small() -> None:
     assert ssd.anchors(ssd.TINY).shape == (5 * 5 * 3 + 3 * 3 * 6, 4)
+
+
+def test_full_ssd_resnet34_has_mlperfs_grids_and_15130_default_boxes() -> None:
+    assert ssd_resnet34.head_grids(1200) == (50, 25, 13, 7, 3, 3)  # MLPerf's dboxes_R34_coco feat_size
+    assert ssd_resnet34.FULL.feature_maps == (50, 25, 13, 7, 3, 3)
+    assert ssd_resnet34.FULL.input_size == KNOWN_MODELS["ssd-resnet34"].input_size[0] == 1200
+    boxes = ssd_resnet34.anchors(ssd_resnet34.FULL)
+    assert boxes.shape == (50 * 50 * 4 + 25 * 25 * 6 + 13 * 13 * 6 + 7 * 7 * 6 + 3 * 3 * 4 + 3 * 3 * 4, 4) == (15130, 4)
+    assert float(boxes.min()) >= 0.0
+    assert float(boxes.max()) <= 1.0  # clamped, as MLPerf's DefaultBoxes
+    # the first cell's boxes: centre (0.5/50, 0.5/50), MLPerf's smallest scale 21/300 and ratio 2
+    first = boxes[:4]
+    np.testing.assert_allclose(first[:, :2], 0.01, rtol=1e-6)
+    np.testing.assert_allclose(first[0, 2:], 84 / 1200, rtol=1e-6)
+    np.testing.assert_allclose(first[2, 2:], (84 / 1200 / math.sqrt(2), 84 / 1200 * math.sqrt(2)), rtol=1e-6)
+
+
+def test_tiny_ssd_resnet34_keeps_the_interface_with_a_small_anchor_table() -> None:
+    assert ssd_resnet34.TINY.input_size == 1200
+    assert ssd_resnet34.anchors(ssd_resnet34.TINY).shape == (5 * 5 * 4 + 3 * 3 * 6, 4)
+
+
+def test_ssd_resnet34_class_ids_are_the_coco_ids_the_spec_labels() -> None:
+    ids = ssd_resnet34.COCO_IDS
+    labels = KNOWN_MODELS["ssd-resnet34"].labels
+    assert len(ids) == ssd_resnet34.NUM_CLASSES == 80
+    # contiguous class k (MLPerf's 1..80) -> COCO id: 12 stop sign (id 13), 25 backpack (27), 80 toothbrush (90)
+    assert [labels[ids[k - 1]] for k in (1, 11, 12, 25, 80)] == [
+        "person", "fire hydrant", "stop sign", "backpack", "toothbrush",
+    ]  # fmt: skip
+    assert sorted(labels[i] for i in ids) == sorted(set(labels.values()))
 
 
 def test_dataset_is_real_pictures_at_the_input_size(tmp_path: Path) -> None:
@@ -54,4 +88,5 @@ def test_list_names_the_buildable_models_and_says_which_are_random(capsys: pytes
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "ssdlite-person" in out
+    assert "ssd-resnet34" in out
     assert "meaningless" in out
