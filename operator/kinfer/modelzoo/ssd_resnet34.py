@@ -1,12 +1,15 @@
 """An SSD-ResNet34-1200 detector with random weights and the real interface and cost.
 
 Stands in for MLPerf inference v0.5's ``resnet34_tf.22.1.pb``; its detections are meaningless (random
-weights), it exists for performance work. Interface as ``KNOWN_MODELS["ssd-resnet34"]``: ``image:0``
-float32 [N, 1200, 1200, 3] (RGB minus the VGG channel means, as ``pre_process_coco_resnet34_tf``) ->
-``detection_bboxes:0`` [N, 200, 4] (normalised ymin, xmin, ymax, xmax), ``detection_classes:0``
-[N, 200] and ``detection_scores:0`` [N, 200], best first; slots past the last detection hold score 0,
-class 0 and an empty box (there is no count tensor: a reader stops at a score threshold, as MLPerf's
-``PostProcessCocoTf`` stops at 0.05).
+weights), it exists for performance work. Interface as that file's (MLPerf profile ``ssd-resnet34-tf``)
+and ``KNOWN_MODELS["ssd-resnet34"]``: ``image:0`` float32 [N, 3, 1200, 1200], NCHW (RGB minus the VGG
+channel means, as ``pre_process_coco_resnet34_tf``, then transposed: the profile's ``"data-format":
+"NCHW"``) -> ``detection_bboxes:0`` [N, 200, 4] (normalised ymin, xmin, ymax, xmax),
+``detection_classes:0`` [N, 200] and ``detection_scores:0`` [N, 200], best first. Classes are
+contiguous ids 1..80 (the k-th COCO category in id order, ``kinfer.server.labels.COCO80_LABELS``),
+which MLPerf's ``PostProcessCocoTf`` maps to category ids (``use_inv_map``); slots past the last
+detection hold score 0, class 0 (background) and an empty box (there is no count tensor: a reader
+stops at a score threshold, as ``PostProcessCocoTf`` stops at 0.05).
 
 Shapes come from MLPerf's reference (``vision/classification_and_detection/python/models/ssd_r34.py``
 and ``base_model_r34.py``): ResNet-34's conv1..conv4_x with conv4_x's first block at stride 1 (256
@@ -17,26 +20,20 @@ channels at 150x150), five extra blocks (1x1 then 3x3 convolutions: 512@75, 512@
 IoU 0.5 and score 0.05, at most 200 detections (``decode_batch_with_nms_trace``). About 20 M weights
 and 433 GFLOPs per image, MLPerf's figure for this model.
 
-Where this graph differs from MLPerf's file, on purpose:
-
-- NHWC input, the layout kinfer's pre-processing produces (MLPerf's main.py feeds that file NCHW).
-- ``detection_classes`` are COCO category ids (1 = person ... 90 = toothbrush, with the gaps of the
-  ``mscoco_label_map``), the ids ``kinfer.server.labels.COCO_LABELS`` names. MLPerf's file emits
-  contiguous indices 1..80 and maps them afterwards (``PostProcessCocoTf``'s ``inv_map``); here that
-  map is applied inside the graph, so the server's labels are right without a model-specific table.
-- No batch norm (an inference graph folds it into the convolutions). So that 13 residual blocks of
-  random weights neither explode nor vanish, convolutions are He-initialised, the last convolution of
-  each residual branch is scaled down by the number of blocks (Fixup-style) and conv1 by the input's
-  spread (mean-subtracted pixels, about 60); the heads are then scaled on one real picture so that
-  box outputs and class logits have a spread of 1 (data-dependent, as LSUV initialisation does).
-  With the object classes' bias at -6, scores stay mostly low, as a trained model's mostly-background
-  output: on the dataset's pictures 150 to 7,000 class/box pairs score above 0.05 and up to about 20
-  detections above 0.5. Uniform random scores would make NMS unrealistically slow.
+Inside, the graph transposes its input to NHWC, the layout TensorFlow's CPU convolutions take
+(tf2onnx's optimiser folds that transpose into ONNX's NCHW convolutions). There is no batch norm (an
+inference graph folds it into the convolutions). So that 13 residual blocks of random weights neither
+explode nor vanish, convolutions are He-initialised, the last convolution of each residual branch is
+scaled down by the number of blocks (Fixup-style) and conv1 by the input's spread (mean-subtracted
+pixels, about 60); the heads are then scaled on one real picture so that box outputs and class logits
+have a spread of 1 (data-dependent, as LSUV initialisation does). With the object classes' bias at -6,
+scores stay mostly low, as a trained model's mostly-background output: on the dataset's pictures 150
+to 7,000 class/box pairs score above 0.05 and up to about 20 detections above 0.5. Uniform random
+scores would make NMS unrealistically slow.
 
 The tiny variant (tests) keeps the whole interface, 1200x1200 input included, as ``ssd.TINY`` keeps
 300x300: three strided convolutions, two small grids (5, 3) with 4/6 boxes per cell (154 in all), 1x1
-heads, all 80 classes (so class ids span the COCO map); about 9,000 weights, an inference in
-milliseconds.
+heads, all 80 classes (so class ids span 1..80); about 9,000 weights, an inference in milliseconds.
 """
 
 from __future__ import annotations
@@ -46,8 +43,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from kinfer.server.labels import COCO_LABELS
 
 INPUT_NAME = "image"
 NUM_CLASSES = 80  # without background
@@ -70,9 +65,6 @@ RESNET34_STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 1))
 EXTRA_BLOCKS = (
     (256, 512, 2, "same"), (256, 512, 2, "same"), (128, 256, 2, "same"), (128, 256, 2, "valid"), (128, 256, 1, "valid"),
 )  # fmt: skip
-
-#: COCO category id of each contiguous object class (index 0 = contiguous class 1 = person).
-COCO_IDS: tuple[int, ...] = tuple(sorted(COCO_LABELS))
 
 
 @dataclass(frozen=True)
@@ -108,7 +100,7 @@ def anchors(shape: R34Shape) -> np.ndarray[Any, np.dtype[np.float32]]:
     """Default boxes (ycenter, xcenter, h, w), normalised and clamped to [0, 1] as MLPerf's are.
 
     The set is ``DefaultBoxes`` of MLPerf's reference; the order is cell by cell (row, column, box),
-    the order NHWC heads emit, where the NCHW reference goes box shape by box shape.
+    the order this graph's channels-last heads emit, where the NCHW reference goes box shape by box shape.
     """
     size = shape.input_size
     n = len(shape.feature_maps)
@@ -174,7 +166,11 @@ def _backbone(shape: R34Shape) -> Any:
 
 
 def _calibration_input(shape: R34Shape) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """One real picture, pre-processed as the server will feed the model, as a batch of one."""
+    """One real picture, pre-processed as the server does, as an NHWC batch of one.
+
+    That is the server's row before its transpose to CHW: the backbone reads NHWC, the serving
+    function transposes its NCHW input before calling it.
+    """
     from kinfer.modelzoo.dataset import load_original
     from kinfer.server.modelspec import KNOWN_MODELS
     from kinfer.server.preprocess import preprocess
@@ -220,16 +216,15 @@ def build(shape: R34Shape, seed: int = 0) -> tuple[Any, Any]:
         for head, feature_map in zip(heads, maps, strict=True):
             _rescale(head, feature_map, target)
     anchor = tf.constant(anchors(shape))
-    coco_ids = tf.constant(COCO_IDS, dtype=tf.float32)
     module = tf.Module()
     module.layers = [backbone, *box_heads, *cls_heads]
     size = shape.input_size
 
     @tf.function(  # type: ignore[untyped-decorator]
-        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)]
+        input_signature=[tf.TensorSpec([None, 3, size, size], tf.float32, name=INPUT_NAME)]
     )
     def serve(image: Any) -> dict[str, Any]:
-        maps = backbone(image)
+        maps = backbone(tf.transpose(image, [0, 2, 3, 1]))  # NCHW in, NHWC for the CPU convolutions
         n = tf.shape(image)[0]
         enc = tf.concat([tf.reshape(head(m), [n, -1, 4]) for head, m in zip(box_heads, maps, strict=True)], 1)
         logits = tf.concat([tf.reshape(head(m), [n, -1, classes]) for head, m in zip(cls_heads, maps, strict=True)], 1)
@@ -244,7 +239,7 @@ def build(shape: R34Shape, seed: int = 0) -> tuple[Any, Any]:
             iou_threshold=NMS_IOU, score_threshold=SCORE_THRESHOLD, clip_boxes=False,
         )  # fmt: skip
         filled = tf.range(MAX_DETECTIONS)[tf.newaxis, :] < nms.valid_detections[:, tf.newaxis]
-        ids = tf.gather(coco_ids, tf.cast(nms.nmsed_classes, tf.int32))
+        ids = nms.nmsed_classes + 1.0  # index into the object classes -> contiguous id 1..80
         return {
             "detection_bboxes": tf.identity(nms.nmsed_boxes, name="detection_bboxes"),
             "detection_classes": tf.identity(tf.where(filled, ids, 0.0), name="detection_classes"),

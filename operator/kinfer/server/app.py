@@ -157,8 +157,8 @@ def create_app(
     def info() -> Response:
         s = rt.spec
         return jsonify(
-            model=s.name, format=s.format, task=s.task, inputSize=list(s.input_size), weights=s.weights,
-            note=s.note, ready=rt.ready, error=rt.error,
+            model=s.name, format=s.format, task=s.task, inputSize=list(s.input_size), layout=s.layout,
+            weights=s.weights, note=s.note, ready=rt.ready, error=rt.error,
         )  # fmt: skip
 
     @app.post("/predict")
@@ -235,8 +235,7 @@ def create_app(
                 rows, _ = decode_rows(v2.image_payloads(tensor))
             else:
                 start = time.perf_counter()
-                h, w = rt.spec.input_size
-                rows = v2.numeric_rows(tensor, (h, w, 3), rt.backend.input_dtype)
+                rows = v2.numeric_rows(tensor, rt.spec.row_shape, rt.backend.input_dtype)
                 _stage("preprocess", time.perf_counter() - start)
             result = run_rows(rows)
         start = time.perf_counter()

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 from kinfer.server.backends.null import DISTRIBUTIONS
 from kinfer.server.config import ServerConfig, resolve
 from kinfer.server.errors import InvalidInput
-from kinfer.server.modelspec import FORMATS, KNOWN_MODELS, TASKS
+from kinfer.server.modelspec import FORMATS, KNOWN_MODELS, LAYOUTS, TASKS
 from kinfer.server.preprocess import PREPROCESSORS
 
 ENV_PREFIX = "KINFER_SERVE_"
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--inputs", type=_names, default=(), help="input tensor names, comma-separated")
     add("--outputs", type=_names, default=(), help="output tensor names, comma-separated")
     add("--input-size", type=_size, help="H,W the pre-processing produces")
+    add("--layout", choices=LAYOUTS, help="input tensor layout; default from model.json or the known model, else NHWC")
     add("--preprocess", choices=tuple(PREPROCESSORS))
     add("--dataset", help="directory of images that GET /gpu draws from")
     add("--workers", type=int, default=1, help="gunicorn worker processes (one model copy each)")
@@ -124,6 +125,7 @@ def _describe(config: ServerConfig) -> str:
     spec, dataset = resolve(config)
     out = asdict(spec)
     out["labels"] = len(spec.labels)
+    out["input_shape"] = [-1, *spec.row_shape]
     out["dataset"] = str(dataset) if dataset else None
     return json.dumps(out, indent=2)
 

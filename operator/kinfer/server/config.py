@@ -19,6 +19,7 @@ from kinfer.server.modelspec import (
     Task,
     format_of_path,
     guess_roles,
+    parse_layout,
     read_model_dir,
     spec_from_json,
 )
@@ -37,6 +38,8 @@ class ServerConfig:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     input_size: tuple[int, int] | None = None
+    #: input tensor layout, ``NHWC`` or ``NCHW`` (a known model or model.json says; default NHWC).
+    layout: str | None = None
     preprocess: str | None = None
     dataset: str | None = None
     workers: int = 1
@@ -93,6 +96,8 @@ def _check_ranges(cfg: ServerConfig) -> None:
         raise InvalidInput(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
     if cfg.preprocess is not None and cfg.preprocess not in PREPROCESSORS:
         raise InvalidInput(f"--preprocess must be one of {', '.join(PREPROCESSORS)}, got {cfg.preprocess!r}")
+    if cfg.layout is not None:
+        parse_layout(cfg.layout, "--layout")
 
 
 def resolve(cfg: ServerConfig) -> tuple[ModelSpec, Path | None]:
@@ -142,6 +147,7 @@ def _overlay(spec: ModelSpec, cfg: ServerConfig, fmt: str, path: str | None, mod
         inputs=cfg.inputs or spec.inputs,
         outputs=cfg.outputs or spec.outputs,
         input_size=cfg.input_size or spec.input_size,
+        layout=parse_layout(cfg.layout, "--layout") if cfg.layout else spec.layout,
         preprocess=cfg.preprocess or spec.preprocess,
     )
     if cfg.outputs or not spec.roles:

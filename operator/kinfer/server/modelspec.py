@@ -1,4 +1,4 @@
-"""What the server needs to know about a model: tensors, input size, pre/post-processing, labels.
+"""What the server needs to know about a model: tensors, input size and layout, pre/post-processing, labels.
 
 A spec comes from three layers, later ones winning: the ``model.json`` that ``kinfer model build``
 writes beside a model, the defaults of a known model (``--known-model``: MLPerf's tensor names and
@@ -14,11 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kinfer.server.errors import InvalidInput
-from kinfer.server.labels import COCO_LABELS, PERSON_LABELS
+from kinfer.server.labels import COCO80_LABELS, COCO_LABELS, PERSON_LABELS
 
 Task = Literal["detection", "classification"]
+#: Axis order of the model's input tensor: channels last (TensorFlow's usual) or first (MLPerf's
+#: SSD-ResNet34, converted from PyTorch, whose profile says ``"data-format": "NCHW"``).
+Layout = Literal["NHWC", "NCHW"]
 FORMATS = ("tf-graphdef", "tf-savedmodel", "onnx", "null")
 TASKS: tuple[Task, ...] = ("detection", "classification")
+LAYOUTS: tuple[Layout, ...] = ("NHWC", "NCHW")
 MODEL_JSON = "model.json"
 
 #: Output roles the post-processing understands, per task.
@@ -49,10 +53,18 @@ class ModelSpec:
     weights: str = "none"
     note: str = ""
     known: str | None = None
+    #: input tensor layout; pre-processing produces HWC rows, transposed to CHW for ``NCHW``.
+    layout: Layout = "NHWC"
 
     def meaningful(self) -> bool:
         """Whether the model's answers mean anything (real weights)."""
         return self.weights == "real"
+
+    @property
+    def row_shape(self) -> tuple[int, int, int]:
+        """The shape of one input row (no batch axis) in the model's layout: (H, W, 3) or (3, H, W)."""
+        h, w = self.input_size
+        return (3, h, w) if self.layout == "NCHW" else (h, w, 3)
 
 
 _SSD_OUTPUTS = ("num_detections:0", "detection_boxes:0", "detection_scores:0", "detection_classes:0")
@@ -105,7 +117,7 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
         input_size=(1200, 1200),
         preprocess="coco-resnet34-tf",
         input_dtype="float32",
-        labels=COCO_LABELS,
+        labels=COCO80_LABELS,
         roles={
             "boxes": "detection_bboxes:0",
             "classes": "detection_classes:0",
@@ -114,6 +126,7 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
         weights="random",
         note=RANDOM_NOTE,
         known="ssd-resnet34",
+        layout="NCHW",
     ),
     "resnet50": ModelSpec(
         name="resnet50",
@@ -130,6 +143,14 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
         known="resnet50",
     ),
 }
+
+
+def parse_layout(raw: str, what: str) -> Layout:
+    """``raw`` as a layout; ``InvalidInput`` naming ``what`` (the flag or field) otherwise."""
+    for layout in LAYOUTS:
+        if raw == layout:
+            return layout
+    raise InvalidInput(f"{what} must be one of {', '.join(LAYOUTS)}, got {raw!r}")
 
 
 def guess_roles(task: Task, outputs: tuple[str, ...]) -> dict[str, str]:
@@ -203,6 +224,7 @@ def spec_to_json(spec: ModelSpec, files: dict[str, str], dataset: str | None) ->
         "inputs": list(spec.inputs),
         "outputs": list(spec.outputs),
         "inputSize": list(spec.input_size),
+        "layout": spec.layout,
         "preprocess": spec.preprocess,
         "inputDtype": spec.input_dtype,
         "labels": {str(k): v for k, v in spec.labels.items()},
@@ -232,6 +254,8 @@ def spec_from_json(meta: dict[str, Any], base: ModelSpec | None) -> ModelSpec:
         for key, attr in (("preprocess", "preprocess"), ("inputDtype", "input_dtype")):
             if meta.get(key):
                 fields[attr] = str(meta[key])
+        if meta.get("layout"):
+            fields["layout"] = parse_layout(str(meta["layout"]), f"{MODEL_JSON} layout")
         if meta.get("labels"):
             fields["labels"] = {int(k): str(v) for k, v in meta["labels"].items()}
         if meta.get("roles"):

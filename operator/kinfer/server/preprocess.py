@@ -1,7 +1,9 @@
 """Image decoding and MLPerf's pre-processing (inference v0.5, ``python/dataset.py``).
 
-Every function takes an RGB uint8 array (H, W, 3) and returns the model input for one image, NHWC
-without the batch axis. Grayscale and RGBA images are converted to RGB when decoded.
+Every function takes an RGB uint8 array (H, W, 3) and returns the model input for one image, HWC
+without the batch axis; for an NCHW model ``ModelRuntime.prepare`` transposes it afterwards, as
+MLPerf's functions do last when ``need_transpose``. Grayscale and RGBA images are converted to RGB
+when decoded.
 
 OpenCV decodes JPEG, PNG, BMP and WebP and does every resize, as MLPerf's reference does
 (``cv2.imread``, ``cv2.resize`` with ``INTER_LINEAR`` or ``INTER_AREA``): the reference's pixels, at two

@@ -85,6 +85,7 @@ class ModelRuntime:
             log.info("worker sees %s", gpu.describe())
             backend = self._factory(self.spec)
             backend.load()
+            self._check_input_shape(backend)
             if not self.spec.roles:
                 self.spec = replace(
                     self.spec, roles=guess_roles(self.spec.task, tuple(o.name for o in backend.outputs))
@@ -99,6 +100,23 @@ class ModelRuntime:
         self._ready.set()
         self.metrics.workers_ready.labels(self.spec.name).inc()
         log.info("model %s (%s) ready in %.2fs", self.spec.name, self.spec.format, time.perf_counter() - started)
+
+    def _check_input_shape(self, backend: Backend) -> None:
+        """Refuse a model whose fixed input dimensions contradict the spec's layout and input size.
+
+        Without this a wrong ``--layout`` (MLPerf's SSD-ResNet34 wants NCHW) would surface as the
+        runtime's shape error at warm-up; this says which flag to change. Dynamic dimensions (-1) and
+        inputs not of rank 4 are not checked.
+        """
+        shape = backend.input.shape
+        expected = self.spec.row_shape
+        if len(shape) != 4 or all(d < 0 or d == e for d, e in zip(shape[1:], expected, strict=True)):
+            return
+        raise ValueError(
+            f"model input {backend.input.name} has shape {list(shape)} but the server feeds "
+            f"[N, {', '.join(map(str, expected))}] ({self.spec.layout}, input size "
+            f"{self.spec.input_size[0]}x{self.spec.input_size[1]}): check --layout and --input-size"
+        )
 
     def _warm_up(self) -> None:
         sizes = {1, self.config.max_batch_size}
@@ -124,9 +142,17 @@ class ModelRuntime:
         return rows
 
     def prepare(self, image: NDArray[np.uint8]) -> NDArray[np.generic]:
-        """Pre-process one decoded RGB image into a model input row (no batch axis)."""
+        """Pre-process one decoded RGB image into a model input row (no batch axis) in the model's layout.
+
+        Pre-processing works on HWC images; for an ``NCHW`` model the row is transposed to CHW last, as
+        MLPerf's dataset code does (``need_transpose``), so that batching stacks (N, 3, H, W). The copy
+        is contiguous: a lone row goes to the runtime as it is, without a strided view.
+        """
         dtype = self.backend.input_dtype if self.backend is not None else self.spec.input_dtype
-        return preprocess(image, self.spec.preprocess, self.spec.input_size, dtype)
+        row = preprocess(image, self.spec.preprocess, self.spec.input_size, dtype)
+        if self.spec.layout == "NCHW":
+            row = np.ascontiguousarray(row.transpose(2, 0, 1))
+        return row
 
     def check_ready(self) -> None:
         if not self.ready:

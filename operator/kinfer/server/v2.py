@@ -1,8 +1,9 @@
 """Open Inference Protocol v2 (KServe/Triton) request parsing and response encoding.
 
 Two input forms are accepted: ``BYTES`` tensors whose elements are base64-encoded image files (the
-convention of ``kinfer loadgen --protocol v2``), and numeric tensors already in the model's input
-shape (``[N, H, W, 3]`` or ``[H, W, 3]``), e.g. a raw ``UINT8`` image.
+convention of ``kinfer loadgen --protocol v2``), and numeric tensors already pre-processed in the
+model's input shape and layout (``[N, H, W, 3]`` or ``[H, W, 3]`` for NHWC, ``[N, 3, H, W]`` or
+``[3, H, W]`` for NCHW), e.g. a raw ``UINT8`` image for SSD-MobileNet.
 """
 
 from __future__ import annotations
@@ -81,7 +82,11 @@ def image_payloads(tensor: dict[str, Any]) -> list[bytes]:
 
 
 def numeric_rows(tensor: dict[str, Any], expected: tuple[int, int, int], dtype: str) -> NDArray[np.generic]:
-    """A numeric tensor as model input rows ``(N, H, W, C)`` of the model's dtype."""
+    """A numeric tensor as model input rows ``(N, *expected)`` of the model's dtype.
+
+    ``expected`` is one row's shape in the model's layout, (H, W, 3) or (3, H, W); the tensor is taken
+    as it is, never transposed.
+    """
     datatype = str(tensor.get("datatype", "")).upper()
     if datatype not in DATATYPES:
         raise InvalidInput(f"unsupported datatype {datatype!r} (BYTES or one of {', '.join(DATATYPES)})")
@@ -96,7 +101,8 @@ def numeric_rows(tensor: dict[str, Any], expected: tuple[int, int, int], dtype: 
         arr = arr[np.newaxis]
     dims: tuple[int, ...] = tuple(map(int, np.shape(arr)))
     if len(dims) != 4 or dims[1:] != expected or dims[0] < 1:
-        raise InvalidInput(f"tensor shape {list(dims)} does not match the model input [N, {expected}]")
+        wanted = ", ".join(map(str, expected))
+        raise InvalidInput(f"tensor shape {list(dims)} does not match the model input [N, {wanted}]")
     return arr.astype(dtype, copy=False)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 
-from kinfer.server.labels import COCO_LABELS
+from kinfer.server.labels import COCO80_LABELS, COCO_LABELS
 from tests.app.server.conftest import Server, build_model, start_server
 
 pytestmark = pytest.mark.slow
@@ -57,14 +57,15 @@ def test_tiny_ssd_resnet34_builds_with_the_mlperf_interface(tiny_r34: Path) -> N
     assert meta["inputs"] == ["image:0"]
     assert meta["outputs"] == ["detection_bboxes:0", "detection_classes:0", "detection_scores:0"]
     assert meta["inputSize"] == [1200, 1200]
+    assert meta["layout"] == "NCHW"  # as MLPerf's resnet34_tf.22.1.pb ("data-format": "NCHW")
     assert (meta["preprocess"], meta["inputDtype"], meta["weights"]) == ("coco-resnet34-tf", "float32", "random")
     assert set(meta["files"]) == {"onnx", "tf-graphdef"}
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(tiny_r34 / "model.onnx"), providers=["CPUExecutionProvider"])
     (image,) = session.get_inputs()
-    assert (image.name, image.type, image.shape[1:]) == ("image:0", "tensor(float)", [1200, 1200, 3])
-    x = np.random.default_rng(0).normal(0.0, 60.0, size=(2, 1200, 1200, 3)).astype(np.float32)
+    assert (image.name, image.type, image.shape[1:]) == ("image:0", "tensor(float)", [3, 1200, 1200])
+    x = np.random.default_rng(0).normal(0.0, 60.0, size=(2, 3, 1200, 1200)).astype(np.float32)
     boxes, classes, scores = session.run(meta["outputs"], {"image:0": x})
     assert (boxes.shape, classes.shape, scores.shape) == ((2, 200, 4), (2, 200), (2, 200))
     assert np.all(np.diff(scores, axis=1) <= 0)  # best first
@@ -73,9 +74,11 @@ def test_tiny_ssd_resnet34_builds_with_the_mlperf_interface(tiny_r34: Path) -> N
     assert np.all(scores[found] >= 0.05)  # MLPerf's score cut inside the graph
     assert np.all(classes[~found] == 0)  # empty slots are background, not person
     assert np.all(boxes[~found] == 0)
-    # COCO category ids (gaps at 12, 26, ...; up to 90), not MLPerf's contiguous 1..80
-    assert set(classes[found].astype(int)) <= set(COCO_LABELS)
-    assert classes.max() > 80
+    # MLPerf's contiguous ids 1..80, not COCO category ids (which reach 90 and skip 12, 26, 29, ...)
+    ids = set(classes[found].astype(int))
+    assert ids <= set(range(1, 81))
+    assert ids - set(COCO_LABELS)
+    assert max(ids) > 60
 
 
 def _predict(server: Server, picture: Path) -> list[dict[str, Any]]:
@@ -103,9 +106,9 @@ def test_tiny_ssd_resnet34_serves_coco_detections_alike_in_onnx_and_tf_graphdef(
             server.stop()
     onnx, tf = found["onnx"], found["tf-graphdef"]
     assert len(onnx) >= 5
-    assert {d["label"] for d in onnx} <= set(COCO_LABELS.values())  # COCO names, never "class_12"
+    assert {d["label"] for d in onnx} <= set(COCO80_LABELS.values())  # COCO names, never "class_81"
     for d in onnx:
-        assert COCO_LABELS[d["classId"]] == d["label"]
+        assert COCO80_LABELS[d["classId"]] == d["label"]
         ymin, xmin, ymax, xmax = d["box"]
         assert 0.0 <= ymin <= ymax <= 1.0
         assert 0.0 <= xmin <= xmax <= 1.0

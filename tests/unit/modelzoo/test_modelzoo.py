@@ -12,6 +12,7 @@ from PIL import Image
 from kinfer.modelzoo import ssd, ssd_resnet34
 from kinfer.modelzoo.cli import main
 from kinfer.modelzoo.dataset import write_dataset
+from kinfer.server.labels import COCO80_LABELS
 from kinfer.server.modelspec import KNOWN_MODELS
 
 
@@ -46,15 +47,13 @@ def test_tiny_ssd_resnet34_keeps_the_interface_with_a_small_anchor_table() -> No
     assert ssd_resnet34.anchors(ssd_resnet34.TINY).shape == (5 * 5 * 4 + 3 * 3 * 6, 4)
 
 
-def test_ssd_resnet34_class_ids_are_the_coco_ids_the_spec_labels() -> None:
-    ids = ssd_resnet34.COCO_IDS
-    labels = KNOWN_MODELS["ssd-resnet34"].labels
-    assert len(ids) == ssd_resnet34.NUM_CLASSES == 80
-    # contiguous class k (MLPerf's 1..80) -> COCO id: 12 stop sign (id 13), 25 backpack (27), 80 toothbrush (90)
-    assert [labels[ids[k - 1]] for k in (1, 11, 12, 25, 80)] == [
-        "person", "fire hydrant", "stop sign", "backpack", "toothbrush",
-    ]  # fmt: skip
-    assert sorted(labels[i] for i in ids) == sorted(set(labels.values()))
+def test_ssd_resnet34_spec_is_mlperfs_file_nchw_input_and_contiguous_class_ids() -> None:
+    spec = KNOWN_MODELS["ssd-resnet34"]
+    assert spec.layout == "NCHW"  # MLPerf's profile ssd-resnet34-tf: "data-format": "NCHW"
+    assert spec.row_shape == (3, 1200, 1200)
+    # the graph emits contiguous ids 1..80 (PostProcessCocoTf maps them with use_inv_map)
+    assert spec.labels == COCO80_LABELS
+    assert sorted(spec.labels) == list(range(1, ssd_resnet34.NUM_CLASSES + 1))
 
 
 def test_dataset_is_real_pictures_at_the_input_size(tmp_path: Path) -> None:

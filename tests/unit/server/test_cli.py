@@ -44,6 +44,8 @@ def test_every_flag_reads_its_environment_variable() -> None:
         (["--format", "onnx", "--model", "/does/not/exist.onnx"], {}, "/does/not/exist.onnx"),
         (["--format", "null", "--dataset", "/no/such/dir"], {}, "--dataset"),
         (["--format", "null", "--memory-fraction", "1.5"], {}, "--memory-fraction"),
+        (["--format", "null", "--layout", "CHW"], {}, "--layout"),
+        (["--format", "null"], {"KINFER_SERVE_LAYOUT": "nchw"}, "KINFER_SERVE_LAYOUT"),
         ([], {}, "--format"),
     ],
 )
@@ -68,6 +70,40 @@ def test_dry_run_prints_the_resolved_known_model(capsys: pytest.CaptureFixture[s
     assert spec["inputs"] == ["input_tensor:0"]
     assert spec["input_size"] == [224, 224]
     assert spec["preprocess"] == "imagenet-vgg"
+
+
+def test_layout_flag_and_its_variable_override_the_known_models_layout(capsys: pytest.CaptureFixture[str]) -> None:
+    config, _ = parse_config(["--format", "null", "--layout", "NCHW"], environ={})
+    assert config.layout == "NCHW"
+    assert parse_config(["--format", "null"], environ={"KINFER_SERVE_LAYOUT": "NCHW"})[0].layout == "NCHW"
+    assert parse_config(["--format", "null"], environ={})[0].layout is None  # the model's own, else NHWC
+    assert resolve(ServerConfig(format="null"))[0].layout == "NHWC"
+    assert resolve(ServerConfig(format="null", known_model="ssd-resnet34"))[0].layout == "NCHW"
+    assert resolve(ServerConfig(format="null", known_model="ssd-resnet34", layout="NHWC"))[0].layout == "NHWC"
+    assert main(["--format", "null", "--known-model", "ssd-resnet34", "--dry-run"]) == 0
+    spec = json.loads(capsys.readouterr().out)
+    assert (spec["layout"], spec["input_shape"]) == ("NCHW", [-1, 3, 1200, 1200])
+
+
+def test_bad_layout_is_exit_2_naming_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--format", "null", "--layout", "HWC"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kinfer serve: argument --layout: invalid choice: 'HWC'")
+    assert "NHWC" in err and "NCHW" in err
+
+
+def test_model_json_records_the_layout_and_a_bad_one_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    meta = spec_to_json(KNOWN_MODELS["ssd-resnet34"], {"onnx": "model.onnx"}, None)
+    assert meta["layout"] == "NCHW"
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "model.json").write_text(json.dumps({**meta, "knownModel": None}))
+    spec, _ = resolve(ServerConfig(model=str(tmp_path)))  # read from model.json, not the known model
+    assert (spec.layout, spec.row_shape) == ("NCHW", (3, 1200, 1200))
+    (tmp_path / "model.json").write_text(json.dumps({**meta, "layout": "CHW"}))
+    assert main(["--model", str(tmp_path)]) == 2
+    assert "model.json layout must be one of NHWC, NCHW, got 'CHW'" in capsys.readouterr().err
 
 
 def test_model_dir_with_model_json_needs_no_other_flags(tmp_path: Path) -> None:

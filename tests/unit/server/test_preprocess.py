@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from kinfer.server.errors import InvalidInput
+from kinfer.server.labels import COCO80_LABELS, COCO_CATEGORY_IDS, COCO_LABELS
 from kinfer.server.modelspec import KNOWN_MODELS
 from kinfer.server.postprocess import detections, top_classes
 from kinfer.server.preprocess import (
@@ -125,6 +126,29 @@ def test_detections_are_thresholded_sorted_and_labelled() -> None:
     }
     found = detections(outputs, spec, 0, 0.5)
     assert [(d["label"], d["score"]) for d in found] == [("dog", 0.9), ("person", 0.6)]
+
+
+def test_ssd_resnet34_names_contiguous_ids_and_ssd_mobilenet_coco_category_ids() -> None:
+    def labelled(model: str, class_id: float) -> str:
+        outputs = {
+            "num_detections:0": np.array([1.0]),
+            "detection_boxes:0": np.array([[[0.0, 0.0, 1.0, 1.0]]]),
+            "detection_bboxes:0": np.array([[[0.0, 0.0, 1.0, 1.0]]]),
+            "detection_scores:0": np.array([[0.9]]),
+            "detection_classes:0": np.array([[class_id]]),
+        }
+        (found,) = detections(outputs, KNOWN_MODELS[model], 0, 0.5)
+        return str(found["label"])
+
+    # MLPerf's resnet34_tf.22.1.pb emits 1..80 (12 = stop sign); its SSD-MobileNet, COCO ids (13)
+    assert labelled("ssd-resnet34", 12.0) == labelled("ssd-mobilenet", 13.0) == "stop sign"
+    assert labelled("ssd-resnet34", 80.0) == labelled("ssd-mobilenet", 90.0) == "toothbrush"
+    assert labelled("ssd-resnet34", 13.0) == "parking meter"
+    assert labelled("ssd-mobilenet", 12.0) == "class_12"  # a gap in the COCO category ids
+    assert COCO80_LABELS[1] == "person"
+    assert sorted(COCO80_LABELS) == list(range(1, 81))
+    assert [COCO_LABELS[COCO_CATEGORY_IDS[k]] for k in sorted(COCO80_LABELS)] == list(COCO80_LABELS.values())
+    assert COCO_CATEGORY_IDS[0] == 0  # background, as MLPerf's [0] + cocoGt.getCatIds()
 
 
 def test_top_classes_are_by_probability() -> None:

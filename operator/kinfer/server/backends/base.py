@@ -42,9 +42,8 @@ class Backend(abc.ABC):
     def __init__(self, spec: ModelSpec, options: BackendOptions) -> None:
         self.spec = spec
         self.options = options
-        h, w = spec.input_size
         self.input: TensorInfo = TensorInfo(
-            spec.inputs[0] if spec.inputs else "input", spec.input_dtype or "uint8", (-1, h, w, 3)
+            spec.inputs[0] if spec.inputs else "input", spec.input_dtype or "uint8", (-1, *spec.row_shape)
         )
         self.outputs: list[TensorInfo] = []
 
@@ -54,7 +53,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def predict(self, batch: Batch) -> Outputs:
-        """Run a batch (N, H, W, C) of the input dtype; returns output name -> array with N rows."""
+        """Run a batch of the input dtype in the spec's layout, (N, H, W, 3) or (N, 3, H, W).
+
+        Returns output name -> array with N rows.
+        """
 
     @property
     def input_dtype(self) -> str:
