@@ -43,6 +43,8 @@ def serve_args(isvc: InferenceService, host: str, port: int, path: Callable[[str
         args += ["--input-size", ",".join(str(v) for v in model.input_size)]
     if model.preprocess:
         args += ["--preprocess", model.preprocess]
+    if model.layout:
+        args += ["--layout", model.layout]
     if model.delay_ms is not None:
         args += ["--delay-ms", fmt_number(model.delay_ms)]
     if model.delay_distribution:

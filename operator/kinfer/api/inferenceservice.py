@@ -12,7 +12,12 @@ ModelFormat = Literal["tf-graphdef", "tf-savedmodel", "onnx", "null"]
 Task = Literal["detection", "classification"]
 #: Known models carry MLPerf's tensor names, input sizes and pre/post-processing.
 KNOWN_MODELS = ("ssd-mobilenet", "ssd-resnet34", "resnet50", "ssdlite-person")
-Preprocess = Literal["coco-mobilenet", "coco-resnet34", "imagenet-vgg", "imagenet-mobilenet", "none"]
+#: MLPerf's dataset.py pre-processing functions, by the names ``kinfer serve --preprocess`` takes.
+Preprocess = Literal[
+    "coco-mobilenet", "coco-resnet34", "coco-resnet34-tf", "imagenet-vgg", "imagenet-mobilenet", "resize"
+]
+#: Input tensor layout: NHWC (TensorFlow's) or NCHW (MLPerf's SSD-ResNet34 file).
+Layout = Literal["NHWC", "NCHW"]
 DelayDistribution = Literal["fixed", "exponential", "uniform"]
 
 DEFAULT_SERVER_IMAGE = "kinfer/model-server:0.1.0"
@@ -39,6 +44,9 @@ class ModelSpec(Model):
     )
     preprocess: Preprocess | None = Field(
         default=None, description="Pre-processing as MLPerf's dataset.py (default per known model)."
+    )
+    layout: Layout | None = Field(
+        default=None, description="Input tensor layout, NHWC or NCHW (default per known model, else NHWC)."
     )
     delay_ms: float | None = Field(
         default=None, ge=0, description="null backend only: mean simulated inference time in ms."

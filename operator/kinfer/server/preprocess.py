@@ -109,8 +109,8 @@ def coco_resnet34_tf(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
     return _resize(img, size[0], size[1], cv2.INTER_LINEAR).astype(np.float32) - VGG_MEANS
 
 
-def imagenet_vgg(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
-    """``pre_process_vgg``: aspect-preserving resize to size/0.875 (``INTER_AREA``), center crop, minus means."""
+def _resize_and_center_crop(img: NDArray[np.uint8], size: tuple[int, int], interpolation: int) -> NDArray[np.uint8]:
+    """MLPerf's ``resize_with_aspectratio`` (shorter side to size/0.875) then ``center_crop``."""
     out_h, out_w = size
     height, width = img.shape[:2]
     new_h, new_w = int(100.0 * out_h / 87.5), int(100.0 * out_w / 87.5)
@@ -118,11 +118,21 @@ def imagenet_vgg(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
         w, h = new_w, int(new_h * height / width)
     else:
         h, w = new_h, int(new_w * width / height)
-    resized = _resize(img, max(h, out_h), max(w, out_w), cv2.INTER_AREA)
+    resized = _resize(img, max(h, out_h), max(w, out_w), interpolation)
     top = (resized.shape[0] - out_h) // 2
     left = (resized.shape[1] - out_w) // 2
-    crop = resized[top : top + out_h, left : left + out_w]
-    return crop.astype(np.float32) - VGG_MEANS
+    return resized[top : top + out_h, left : left + out_w]
+
+
+def imagenet_vgg(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
+    """``pre_process_vgg``: aspect-preserving resize to size/0.875 (``INTER_AREA``), center crop, minus means."""
+    return _resize_and_center_crop(img, size, cv2.INTER_AREA).astype(np.float32) - VGG_MEANS
+
+
+def imagenet_mobilenet(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
+    """``pre_process_mobilenet``: the same resize (``INTER_LINEAR``) and crop, scaled to [-1, 1]."""
+    out = _resize_and_center_crop(img, size, cv2.INTER_LINEAR).astype(np.float32) / 255.0
+    return ((out - 0.5) * 2.0).astype(np.float32)
 
 
 def resize_only(img: NDArray[np.uint8], size: tuple[int, int]) -> Array:
@@ -135,6 +145,7 @@ PREPROCESSORS: dict[str, Callable[[NDArray[np.uint8], tuple[int, int]], Array]] 
     "coco-resnet34": coco_resnet34,
     "coco-resnet34-tf": coco_resnet34_tf,
     "imagenet-vgg": imagenet_vgg,
+    "imagenet-mobilenet": imagenet_mobilenet,
     "resize": resize_only,
 }
 

@@ -52,6 +52,17 @@ def test_imagenet_vgg_resizes_by_aspect_then_center_crops() -> None:
     np.testing.assert_allclose(out[10, 10], 255 - VGG_MEANS, atol=1e-3)
 
 
+def test_imagenet_mobilenet_crops_the_centre_and_scales_to_minus_one_one() -> None:
+    img = np.zeros((100, 300, 3), dtype=np.uint8)
+    img[:, 100:200] = 255
+    out = preprocess(img, "imagenet-mobilenet", (20, 20), "float32")
+    assert out.shape == (20, 20, 3)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[10, 10], [1.0, 1.0, 1.0], atol=1e-6)
+    black = preprocess(np.zeros((8, 8, 3), np.uint8), "imagenet-mobilenet", (4, 4), None)
+    np.testing.assert_allclose(black[0, 0], -1.0)
+
+
 def test_float_output_is_clipped_when_the_graph_wants_uint8() -> None:
     img = np.zeros((4, 4, 3), dtype=np.uint8)
     out = preprocess(img, "coco-resnet34-tf", (4, 4), "uint8")
