@@ -2,10 +2,11 @@
 
 Run by hand (not collected by pytest)::
 
-    .venv/bin/python tests/perf/bench_server.py [--probe-s 10] [--out /tmp/kinfer-bench]
+    .venv/bin/python tests/perf/bench_server.py [--probe-s 20] [--repeats 2] [--out /tmp/kinfer-bench]
 
-Model: the SSD-MobileNet-300 shape (random weights, real size: 27 MB, 1917 anchors, NMS), built once
-with ``kinfer model build ssd-mobilenet`` into ``--out``. Both servers answer ``GET /gpu`` (one
+The defaults take about 20 minutes on a 2-core machine. Model: the SSD-MobileNet-300 shape (random
+weights, real size: 27 MB, 1917 anchors, NMS), built once with ``kinfer model build ssd-mobilenet``
+into ``--out``. Both servers answer ``GET /gpu`` (one
 inference on a preloaded dataset image), driven by ``kinfer loadgen`` open-loop (Poisson arrivals,
 latency from the scheduled send time). For each configuration the highest rate whose p99 stays
 <= 100 ms (``--slo-ms``) is found by doubling then bisecting, and the saturation throughput (responses
@@ -54,10 +55,10 @@ class Design:
 SEED = Design("seed: gunicorn sync workers, TF frozen graph, batch 1",
               ("--format", "tf-graphdef", "--workers", "2", "--threads", "1"))  # fmt: skip
 CANDIDATES = [
+    Design("kinfer: onnx, 2 sync workers x 1 runtime thread",
+           ("--format", "onnx", "--workers", "2", "--threads", "1", "--intra-op-threads", "1")),
     Design("kinfer: onnx, 2 sync workers, runtime default threads",
            ("--format", "onnx", "--workers", "2", "--threads", "1")),
-    Design("kinfer: onnx, 1 worker x 4 threads, dynamic batch 4 / 5 ms",
-           ("--format", "onnx", "--workers", "1", "--threads", "4", "--max-batch-size", "4", "--max-delay-ms", "5")),
 ]  # fmt: skip
 
 
@@ -317,21 +318,24 @@ def idle_wake_control(model: Path, n: int = 100, gap_s: float = 0.03) -> dict[st
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="/tmp/kinfer-bench", help="where the model is built/cached")
-    parser.add_argument("--probe-s", type=float, default=10.0, help="seconds per load probe")
+    parser.add_argument("--probe-s", type=float, default=20.0, help="seconds per load probe")
     parser.add_argument("--start-rps", type=float, default=8.0, help="first probe rate")
     parser.add_argument("--slo-ms", type=float, default=100.0, help="p99 objective of the capacity search")
     parser.add_argument(
         "--saturate-rps",
         type=float,
         default=40.0,
-        help="open-loop rate beyond every design's capacity, for the saturation throughput",
+        help="open-loop rate near saturation, for the throughput (far beyond it, open-loop requests time out)",
     )
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--overhead-only", action="store_true", help="skip the capacity searches")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="capacity searches per design; the median capacity is compared"
+    )
     args = parser.parse_args()
     SLO["p99Ms"] = args.slo_ms
     model = build_model(Path(args.out))
-    report: dict[str, object] = {} if args.overhead_only else capacity(model, args)
+    report: dict[str, object] = {} if args.overhead_only else repeated_capacity(model, args)
     if not args.skip_overhead:
         measured = {}
         for name, server_args in OVERHEAD_CONFIGS.items():
@@ -352,6 +356,26 @@ OVERHEAD_CONFIGS = {
     "sync worker (connection closed after each response)": ("--format", "onnx", "--workers", "1", "--threads", "1"),
     "gthread worker, 2 threads (keep-alive)": ("--format", "onnx", "--workers", "1", "--threads", "2"),
 }
+
+
+def repeated_capacity(model: Path, args: argparse.Namespace) -> dict[str, object]:
+    """``capacity`` ``--repeats`` times; the designs' median capacities and their ratio.
+
+    A p99 over a few hundred requests near a 100 ms objective swings with a shared machine's hiccups,
+    so one search can land a design a step or two off; the median of several is the figure to quote.
+    """
+    runs = [capacity(model, args) for _ in range(max(1, args.repeats))]
+    if len(runs) == 1:
+        return runs[0]
+    names = list(runs[0]["designs"])  # type: ignore[call-overload]
+    medians = {n: statistics.median(r["designs"][n]["capacityRPS"] for r in runs) for n in names}  # type: ignore[index]
+    best = max(names[1:], key=lambda n: medians[n])
+    return {
+        "runs": runs,
+        "medianCapacityRPS": medians,
+        "bestKinfer": best,
+        "speedupOfMedians": medians[best] / medians[names[0]] if medians[names[0]] else None,
+    }
 
 
 def capacity(model: Path, args: argparse.Namespace) -> dict[str, object]:
