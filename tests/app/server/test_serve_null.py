@@ -44,7 +44,9 @@ def _worker_pids(server: Server) -> set[str]:
 def test_metrics_aggregate_every_worker(serve: ServerFactory) -> None:
     server = serve("--format", "null", "--workers", "2", "--threads", "2")
     deadline = time.monotonic() + 30
-    while len(_worker_pids(server)) < 2:  # both workers have booted and sampled themselves
+    # both workers have booted, sampled themselves and loaded their model (the server is ready as soon
+    # as one of them is; a request to the other would be answered 503 "loading")
+    while len(_worker_pids(server)) < 2 or sum(_metric(server.get("/metrics").text, "kinfer_server_workers_ready")) < 2:
         assert time.monotonic() < deadline, server.output()
         time.sleep(0.05)
     for _ in range(20):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+from typing import Literal
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
+from kinfer.server import preprocess as preprocess_module
 from kinfer.server.errors import InvalidInput
 from kinfer.server.labels import COCO80_LABELS, COCO_CATEGORY_IDS, COCO_LABELS
 from kinfer.server.modelspec import KNOWN_MODELS
@@ -17,6 +20,7 @@ from kinfer.server.preprocess import (
     RESNET34_STD,
     VGG_MEANS,
     decode_image,
+    jpeg_orientation,
     preprocess,
 )
 from tests.unit.server.conftest import image_bytes
@@ -91,6 +95,74 @@ def test_decode_reads_every_format_as_the_same_rgb_pixels() -> None:
     jpeg = decode_image(image_bytes(12, 9, "JPEG"))
     assert jpeg.shape == png.shape
     assert float(np.abs(jpeg.astype(int) - png.astype(int)).mean()) < 80  # lossy, but the same picture
+
+
+def _jpeg(pixels: np.ndarray, **save: object) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", **save)
+    return buf.getvalue()
+
+
+def _photo(height: int = 48, width: int = 64) -> np.ndarray:
+    """Smooth gradients with texture: a picture whose decoding exercises chroma upsampling."""
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([x * 255 // width, y * 255 // height, (x * y) % 256], axis=-1)
+    return rgb.astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "save",
+    [{}, {"progressive": True}, {"subsampling": 0, "quality": 95}, {"mode": "L"}],
+    ids=["baseline-420", "progressive", "444", "grayscale"],
+)
+def test_jpeg_pixels_are_exactly_those_of_mlperfs_cv2_decoder(save: dict[str, object]) -> None:
+    pixels = _photo()
+    mode = save.pop("mode", "RGB")
+    data = _jpeg(np.asarray(Image.fromarray(pixels).convert(str(mode))), **save)
+    reference = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    np.testing.assert_array_equal(decode_image(data), reference)
+
+
+def test_plain_jpegs_do_not_go_through_opencv(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_args: object) -> None:
+        raise AssertionError("an upright JPEG was decoded by OpenCV")
+
+    monkeypatch.setattr(preprocess_module.cv2, "imdecode", refuse)
+    assert decode_image(_jpeg(_photo())).shape == (48, 64, 3)
+
+
+def _exif_jpeg(orientation: int, byte_order: str) -> bytes:
+    """A JPEG with an EXIF block (in either TIFF byte order) of two SHORT tags, the orientation last."""
+    order: Literal["little", "big"] = "little" if byte_order == "II" else "big"
+
+    def short_tag(tag: int, value: int) -> bytes:
+        return b"".join(n.to_bytes(k, order) for n, k in ((tag, 2), (3, 2), (1, 4), (value, 2), (0, 2)))
+
+    tiff = byte_order.encode() + (42).to_bytes(2, order) + (8).to_bytes(4, order) + (2).to_bytes(2, order)
+    tiff += short_tag(0x0128, 2) + short_tag(0x0112, orientation) + (0).to_bytes(4, order)
+    segment = b"Exif\0\0" + tiff
+    plain = _jpeg(_photo())
+    return plain[:2] + b"\xff\xe1" + (len(segment) + 2).to_bytes(2, "big") + segment + plain[2:]
+
+
+@pytest.mark.parametrize("byte_order", ["II", "MM"])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_exif_orientation_is_read_and_applied_as_cv2_imread_does(orientation: int, byte_order: str) -> None:
+    data = _exif_jpeg(orientation, byte_order)
+    assert jpeg_orientation(data) == orientation
+    reference = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    decoded = decode_image(data)
+    assert decoded.shape == ((64, 48, 3) if orientation in (6, 8) else (48, 64, 3))
+    np.testing.assert_array_equal(decoded, reference)
+
+
+def test_jpeg_orientation_is_upright_without_readable_exif() -> None:
+    plain = _jpeg(_photo())
+    assert jpeg_orientation(plain) == 1
+    # an APP1 segment that says Exif but holds no TIFF header
+    broken = plain[:2] + b"\xff\xe1\x00\x0aExif\0\0XX" + plain[2:]
+    assert jpeg_orientation(broken) == 1
+    assert decode_image(broken).shape == (48, 64, 3)
 
 
 def test_coco_mobilenet_resize_is_bilinear_like_mlperfs_cv2_inter_linear() -> None:
