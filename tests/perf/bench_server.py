@@ -15,8 +15,10 @@ per second when offered ``--saturate-rps``) is measured.
 Also measured (``--overhead-only`` skips the searches): what ``POST /predict`` of a dataset JPEG costs
 beyond the model call, one request at a time over a plain keep-alive socket, as the round trip minus
 the server's own infer stage (``Server-Timing``) and as its median minus the median bare ONNX Runtime
-call in this process; and, as a control, the same request on the null backend back to back and after
-30 ms of idleness, which shows what this machine charges a request for the idle spell alone.
+call in this process, over ``--overhead-rounds`` interleaved rounds. Controls in the same rounds: the
+null backend back to back and sleeping 30 ms (a model call's length) instead of the model, and
+``floor_server.py``, a bare socket server with the same decoder and no framework, sleeping alike: what
+this machine charges any Python server for the round trip, the decoding and the wake-up after a wait.
 Timings on a shared machine are noisy: compare within one run only.
 """
 
@@ -79,14 +81,21 @@ def build_model(out: Path) -> Path:
 class Server:
     """``kinfer serve --model MODEL ARGS`` on a free loopback port."""
 
-    def __init__(self, model: Path, args: tuple[str, ...]) -> None:
+    def __init__(self, model: Path, args: tuple[str, ...], command: list[str] | None = None) -> None:
         self.log = tempfile.NamedTemporaryFile("w+", prefix="kinfer-serve-", suffix=".log")  # noqa: SIM115
         self.workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
-        cmd = [*KINFER, "serve", "--model", str(model), *args, "--host", "127.0.0.1", "--port", "0"]
+        cmd = command or [*KINFER, "serve", "--model", str(model), *args, "--host", "127.0.0.1", "--port", "0"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log,
                                      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})  # fmt: skip
         self.url = self._wait_url()
-        self._wait_ready()
+        if command is None:
+            self._wait_ready()
+
+    @classmethod
+    def floor(cls, delay_ms: float) -> Server:
+        """``floor_server.py``: read, decode, wait ``delay_ms``, answer; no framework (a control)."""
+        script = Path(__file__).with_name("floor_server.py")
+        return cls(Path(), (), [sys.executable, str(script), "--delay-ms", str(delay_ms)])
 
     def _text(self) -> str:
         return Path(self.log.name).read_text()
@@ -179,26 +188,27 @@ class RawClient:
     ``http.client`` alone costs about 0.5 ms per request on this machine; the figure wanted is the
     server's, so the request bytes are built once and the response is read until its Content-Length.
     Reconnects when the server closes (gunicorn's sync worker closes after every response).
-    ``busy_poll`` keeps the client's core awake while it waits (non-blocking reads, yielding the core
-    between them) so that the client's own wake-up after a long wait is not counted as the server's.
     """
 
-    def __init__(self, url: str, busy_poll: bool = False) -> None:
+    def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
-        self.busy_poll = busy_poll
         self.sock: socket.socket | None = None
+        #: how long each (re)connection took: outside the timed round trips, reported on its own
+        self.connect_ms: list[float] = []
 
     def request(self, raw: bytes) -> tuple[float, bytes]:
         """Send ``raw``; return (milliseconds until the whole response was read, response head)."""
         if self.sock is None:
+            t0 = time.perf_counter()
             self.sock = socket.create_connection(self.address, timeout=30)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.connect_ms.append((time.perf_counter() - t0) * 1000)
         start = time.perf_counter()
         self.sock.sendall(raw)
         buf = b""
         while True:
-            chunk = self._recv(self.sock)
+            chunk = self.sock.recv(1 << 16)
             if not chunk:
                 raise RuntimeError("server closed the connection mid-response")
             buf += chunk
@@ -210,15 +220,6 @@ class RawClient:
         if re.search(rb"(?i)\r\nconnection: *close", head):
             self.close()
         return elapsed, head
-
-    def _recv(self, sock: socket.socket) -> bytes:
-        if not self.busy_poll:
-            return sock.recv(1 << 16)
-        while True:
-            try:
-                return sock.recv(1 << 16, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                os.sched_yield()
 
     def close(self) -> None:
         if self.sock is not None:
@@ -241,20 +242,46 @@ def _median_stages(runs: list[tuple[float, dict[str, float]]]) -> dict[str, floa
     return {
         "predictMs": statistics.median(total for total, _ in runs),
         "besideInferMs": statistics.median(total - t["infer"] for total, t in runs),
-        "preprocessMs": statistics.median(t["preprocess"] for _, t in runs),
-        "postprocessMs": statistics.median(t["postprocess"] for _, t in runs),
-        "httpAndFlaskMs": statistics.median(total - sum(t.values()) for total, t in runs),
+        "preprocessMs": statistics.median(t.get("preprocess", 0.0) for _, t in runs),
+        "postprocessMs": statistics.median(t.get("postprocess", 0.0) for _, t in runs),
+        "httpAndFrameworkMs": statistics.median(total - sum(t.values()) for total, t in runs),
     }
 
 
-def overhead(model: Path, url: str, n: int = 100, rounds: int = 2) -> dict[str, object]:
+def overhead_targets(model: Path) -> dict[str, Server]:
+    """The servers whose ``/predict`` overhead is measured, and the controls, all started at once."""
+    sync = ("--workers", "1", "--threads", "1")
+    specs: dict[str, tuple[str, ...] | float] = {
+        "kinfer: onnx, sync worker (connection closed after each response)": ("--format", "onnx", *sync),
+        "kinfer: onnx, gthread worker, 2 threads (keep-alive)": ("--format", "onnx", "--threads", "2"),
+        "control: kinfer, null backend sleeping 30 ms, sync worker": ("--format", "null", "--delay-ms", "30", *sync),
+        "control: kinfer, null backend, back to back, sync worker": ("--format", "null", "--delay-ms", "0", *sync),
+        "control: bare socket server, same decoder, sleeping 30 ms": 30.0,
+    }
+    servers: dict[str, Server] = {}
+    try:
+        for name, spec in specs.items():
+            log(f"starting {name}")
+            servers[name] = Server.floor(spec) if isinstance(spec, float) else Server(model, spec)
+    except BaseException:
+        for server in servers.values():
+            server.stop()
+        raise
+    return servers
+
+
+def overhead(model: Path, rounds: int = 5, n: int = 60) -> dict[str, object]:
     """What ``POST /predict`` of a dataset JPEG costs beyond the model call, one request at a time.
 
-    Three blocks, repeated ``rounds`` times so that a shared machine's drift reaches each alike: the
-    bare ONNX Runtime call in this process; ``/predict`` back to back from a blocking client; the
-    same from a busy-polling client. ``besideInferMs`` is the round trip minus the server's own infer
-    stage (``Server-Timing``): the overhead, free of the model's run-to-run noise. ``overheadMs`` is
-    the median round trip minus the median bare call.
+    Every target gets ``n`` requests (after 3 unmeasured) per round from a plain keep-alive socket
+    client, and each round also times ``n`` bare ONNX Runtime calls in this process; the rounds
+    interleave so that a shared machine's drift reaches every target alike. ``besideInferMs`` is the
+    round trip minus the server's own infer stage (``Server-Timing``): the overhead, free of the
+    model's run-to-run noise. ``overheadMs`` is the median round trip minus the median bare call.
+
+    The controls say what the machine itself charges: the same server with no model work (back to
+    back, and sleeping as long as a model call), and a bare socket server with the same decoder and
+    no framework, sleeping alike: its figure is the floor any Python server pays here.
     """
     import numpy as np
     import onnxruntime as ort
@@ -267,52 +294,41 @@ def overhead(model: Path, url: str, n: int = 100, rounds: int = 2) -> dict[str, 
     opts = ort.SessionOptions()  # as the server's backend sets it: idle threads must not spin
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(model / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-    raw = _post(url, "/predict", data)
-    clients = {"blockingClient": RawClient(url), "busyPollingClient": RawClient(url, busy_poll=True)}
-    bare: list[float] = []
-    runs: dict[str, list[tuple[float, dict[str, float]]]] = {name: [] for name in clients}
-    for _ in range(rounds):
-        for _ in range(n):
-            t0 = time.perf_counter()
-            session.run(None, {"image_tensor:0": row})
-            bare.append((time.perf_counter() - t0) * 1000)
-        for name, client in clients.items():
-            for i in range(n + 5):
-                total, head = client.request(raw)
-                if i >= 5:
-                    runs[name].append((total, _stages(head)))
-            client.close()
-    out: dict[str, object] = {"bareMs": statistics.median(bare)}
-    for name, measured in runs.items():
-        stats = _median_stages(measured)
-        stats["overheadMs"] = stats["predictMs"] - statistics.median(bare)
+    servers = overhead_targets(model)
+    try:
+        clients = {name: RawClient(server.url) for name, server in servers.items()}
+        raws = {name: _post(server.url, "/predict", data) for name, server in servers.items()}
+        bare: list[float] = []
+        runs: dict[str, list[list[tuple[float, dict[str, float]]]]] = {name: [] for name in servers}
+        for r in range(rounds):
+            for _ in range(n):
+                t0 = time.perf_counter()
+                session.run(None, {"image_tensor:0": row})
+                bare.append((time.perf_counter() - t0) * 1000)
+            for name, client in clients.items():
+                measured = []
+                for i in range(n + 3):
+                    total, head = client.request(raws[name])
+                    if i >= 3:
+                        measured.append((total, _stages(head)))
+                client.close()
+                runs[name].append(measured)
+            log(f"  overhead round {r + 1}/{rounds}: " + ", ".join(
+                f"{name.split(',')[0][:20]}... {_median_stages(runs[name][-1])['besideInferMs']:.2f} ms"
+                for name in servers))  # fmt: skip
+    finally:
+        for server in servers.values():
+            server.stop()
+    out: dict[str, object] = {"bareMs": statistics.median(bare), "rounds": rounds, "requestsPerRound": n}
+    for name, by_round in runs.items():
+        stats: dict[str, object] = dict(_median_stages([run for rnd in by_round for run in rnd]))
+        stats["besideInferMsByRound"] = [round(_median_stages(rnd)["besideInferMs"], 3) for rnd in by_round]
+        if name.startswith("kinfer: onnx"):
+            stats["overheadMs"] = float(stats["predictMs"]) - statistics.median(bare)  # type: ignore[arg-type]
+        if clients[name].connect_ms:
+            stats["connectMs"] = statistics.median(clients[name].connect_ms)
         out[name] = stats
     return out
-
-
-def idle_wake_control(model: Path, n: int = 100, gap_s: float = 0.03) -> dict[str, float]:
-    """``/predict`` on the null backend (no model work), back to back and after ``gap_s`` of idleness.
-
-    The work per request is identical; the difference is what this machine charges a request that
-    follows an idle spell as long as a real model call (a VM's idle vCPU wake-ups), not server work.
-    """
-    data = (model / "dataset" / "astronaut.jpg").read_bytes()
-    server = Server(model, ("--format", "null", "--delay-ms", "0", "--workers", "1", "--threads", "1"))
-    try:
-        client = RawClient(server.url)
-        raw = _post(server.url, "/predict", data)
-        beside: dict[str, list[float]] = {"backToBack": [], "afterIdle": []}
-        for _ in range(2):
-            for name, gap in (("backToBack", 0.0), ("afterIdle", gap_s)):
-                for i in range(n + 5):
-                    time.sleep(gap)
-                    total, head = client.request(raw)
-                    if i >= 5:
-                        beside[name].append(total - _stages(head)["infer"])
-        client.close()
-    finally:
-        server.stop()
-    return {f"besideInferMs_{name}": statistics.median(values) for name, values in beside.items()}
 
 
 def main() -> int:
@@ -329,6 +345,7 @@ def main() -> int:
     )
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--overhead-only", action="store_true", help="skip the capacity searches")
+    parser.add_argument("--overhead-rounds", type=int, default=5, help="interleaved rounds of the overhead block")
     parser.add_argument(
         "--repeats", type=int, default=2, help="capacity searches per design; the median capacity is compared"
     )
@@ -337,25 +354,9 @@ def main() -> int:
     model = build_model(Path(args.out))
     report: dict[str, object] = {} if args.overhead_only else repeated_capacity(model, args)
     if not args.skip_overhead:
-        measured = {}
-        for name, server_args in OVERHEAD_CONFIGS.items():
-            log(f"overhead of /predict: kinfer serve --model {model} {' '.join(server_args)}")
-            server = Server(model, server_args)
-            try:
-                measured[name] = overhead(model, server.url)
-            finally:
-                server.stop()
-        report["overhead"] = measured
-        report["idleWakeControl"] = idle_wake_control(model)
+        report["overhead"] = overhead(model, rounds=args.overhead_rounds)
     print(json.dumps(report, indent=2))
     return 0
-
-
-#: Server configurations whose ``/predict`` overhead is measured (one request at a time).
-OVERHEAD_CONFIGS = {
-    "sync worker (connection closed after each response)": ("--format", "onnx", "--workers", "1", "--threads", "1"),
-    "gthread worker, 2 threads (keep-alive)": ("--format", "onnx", "--workers", "1", "--threads", "2"),
-}
 
 
 def repeated_capacity(model: Path, args: argparse.Namespace) -> dict[str, object]:
