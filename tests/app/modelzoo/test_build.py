@@ -48,8 +48,8 @@ def test_tiny_resnet50_builds_with_the_mlperf_interface(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_r34(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random-weight SSD-ResNet34 (1200x1200 interface), frozen graph and ONNX, built once."""
-    return build_model("ssd-resnet34", tmp_path_factory.mktemp("tiny-r34"), "--tiny", "--no-savedmodel")
+    """A tiny random-weight SSD-ResNet34 (1200x1200 interface): frozen graph, SavedModel, ONNX; built once."""
+    return build_model("ssd-resnet34", tmp_path_factory.mktemp("tiny-r34"), "--tiny")
 
 
 def test_tiny_ssd_resnet34_builds_with_the_mlperf_interface(tiny_r34: Path) -> None:
@@ -59,7 +59,7 @@ def test_tiny_ssd_resnet34_builds_with_the_mlperf_interface(tiny_r34: Path) -> N
     assert meta["inputSize"] == [1200, 1200]
     assert meta["layout"] == "NCHW"  # as MLPerf's resnet34_tf.22.1.pb ("data-format": "NCHW")
     assert (meta["preprocess"], meta["inputDtype"], meta["weights"]) == ("coco-resnet34-tf", "float32", "random")
-    assert set(meta["files"]) == {"onnx", "tf-graphdef"}
+    assert set(meta["files"]) == {"onnx", "tf-graphdef", "tf-savedmodel"}
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(tiny_r34 / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -90,9 +90,9 @@ def _predict(server: Server, picture: Path) -> list[dict[str, Any]]:
     return detections
 
 
-def test_tiny_ssd_resnet34_serves_coco_detections_alike_in_onnx_and_tf_graphdef(tiny_r34: Path) -> None:
+def test_tiny_ssd_resnet34_serves_coco_detections_alike_in_every_format(tiny_r34: Path) -> None:
     picture = tiny_r34 / "dataset" / "astronaut.jpg"
-    formats = ("onnx", "tf-graphdef")
+    formats = ("onnx", "tf-graphdef", "tf-savedmodel")
     servers: dict[str, Server] = {}
     try:
         for fmt in formats:  # both start at once: TensorFlow's import dominates
@@ -104,7 +104,7 @@ def test_tiny_ssd_resnet34_serves_coco_detections_alike_in_onnx_and_tf_graphdef(
     finally:
         for server in servers.values():
             server.stop()
-    onnx, tf = found["onnx"], found["tf-graphdef"]
+    onnx = found["onnx"]
     assert len(onnx) >= 5
     assert {d["label"] for d in onnx} <= set(COCO80_LABELS.values())  # COCO names, never "class_81"
     for d in onnx:
@@ -112,6 +112,8 @@ def test_tiny_ssd_resnet34_serves_coco_detections_alike_in_onnx_and_tf_graphdef(
         ymin, xmin, ymax, xmax = d["box"]
         assert 0.0 <= ymin <= ymax <= 1.0
         assert 0.0 <= xmin <= xmax <= 1.0
-    assert [d["classId"] for d in tf] == [d["classId"] for d in onnx]
-    np.testing.assert_allclose([d["score"] for d in tf], [d["score"] for d in onnx], atol=1e-4)
-    np.testing.assert_allclose([d["box"] for d in tf], [d["box"] for d in onnx], atol=1e-4)
+    for fmt in ("tf-graphdef", "tf-savedmodel"):
+        tf = found[fmt]
+        assert [d["classId"] for d in tf] == [d["classId"] for d in onnx], fmt
+        np.testing.assert_allclose([d["score"] for d in tf], [d["score"] for d in onnx], atol=1e-4, err_msg=fmt)
+        np.testing.assert_allclose([d["box"] for d in tf], [d["box"] for d in onnx], atol=1e-4, err_msg=fmt)
