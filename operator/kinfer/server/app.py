@@ -108,13 +108,21 @@ def create_app(
         stages: dict[str, float] = g.get("stages", {})
         response.headers["Server-Timing"] = server_timing(stages)
         code, seconds = response.status_code, time.perf_counter() - g.get("started", 0.0)
+        counted = "started" in g
+
+        def closed() -> None:
+            if counted:
+                metrics.in_flight.dec()
+            metrics.observe_request(route, code, seconds, stages)
+
         # metrics are written after the response has gone out (WSGI close), off the client's latency
-        response.call_on_close(lambda: metrics.observe_request(route, code, seconds, stages))
+        response.call_on_close(closed)
+        g.settled_on_close = True
         return response
 
     @app.teardown_request
     def _teardown(_exc: BaseException | None) -> None:
-        if "started" in g:
+        if "started" in g and not g.get("settled_on_close"):  # no response made it to after_request
             metrics.in_flight.dec()
 
     @app.errorhandler(ServerError)

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,9 +82,15 @@ class Batcher:
         assert job.result is not None
         return job.result
 
+    def expecting(self) -> AbstractContextManager[None]:
+        """Announce a request that will ``submit`` soon (wrap its decoding and its submit).
+
+        With batching off nobody waits for announced requests, so there is nothing to count.
+        """
+        return self._announced() if self._thread is not None else nullcontext()
+
     @contextmanager
-    def expecting(self) -> Iterator[None]:
-        """Announce a request that will ``submit`` soon (wrap its decoding and its submit)."""
+    def _announced(self) -> Iterator[None]:
         with self._expected_lock:
             self._expected += 1
         try:
@@ -154,8 +160,6 @@ class Batcher:
             return
         infer = time.perf_counter() - start
         total = int(batch.shape[0])
-        if self._on_batch is not None:
-            self._on_batch(total)
         offset = 0
         for job in jobs:
             n = int(job.rows.shape[0])
@@ -166,3 +170,5 @@ class Batcher:
             offset += n
             job.result = BatchResult(mine, start - job.enqueued, infer, total)
             job.done.set()
+        if self._on_batch is not None:  # once the requests are on their way
+            self._on_batch(total)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 
 import psutil
 from prometheus_client import (
@@ -90,6 +91,9 @@ class ServerMetrics:
             multiprocess_mode="liveall", registry=reg,
         )  # fmt: skip
         self._stage_children: dict[str, Histogram] = {}
+        self._batch_child = self.batch_size.labels(model)
+        #: batch sizes not yet written: a model call only queues its size (see ``observe_batch``)
+        self._pending_batches: deque[int] = deque()
         self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self._process = psutil.Process()
         self._sampler: threading.Thread | None = None
@@ -116,9 +120,22 @@ class ServerMetrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+        self.flush_batches()
 
     def observe_batch(self, size: int) -> None:
-        self.batch_size.labels(self.model).observe(size)
+        """Note the size of one model call. It runs on the request path, so it only queues the size:
+        the histogram is written by the next ``observe_request`` (after a response has gone out) or
+        before a scrape, whichever comes first."""
+        self._pending_batches.append(size)  # deque.append is atomic: batcher and request threads alike
+
+    def flush_batches(self) -> None:
+        """Write the queued batch sizes into the histogram."""
+        while True:
+            try:
+                size = self._pending_batches.popleft()
+            except IndexError:
+                return
+            self._batch_child.observe(size)
 
     def sample_process(self) -> None:
         """Refresh this worker's CPU and memory gauges from psutil."""
@@ -148,6 +165,7 @@ class ServerMetrics:
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition: all workers' samples in multiprocess mode, else this registry's."""
         self.sample_process()
+        self.flush_batches()
         if multiprocess_enabled():
             registry = CollectorRegistry()
             prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

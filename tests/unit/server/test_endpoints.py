@@ -262,3 +262,39 @@ def test_upload_page_and_info_describe_the_model(make_app: MakeApp) -> None:
 
 def test_app_fixture_is_ready(app: Flask) -> None:
     assert runtime_of(app).ready
+
+
+def _sample(text: str, name: str) -> float:
+    values = [float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(name)]
+    assert len(values) == 1, (name, values)
+    return values[0]
+
+
+def test_in_flight_gauge_counts_a_request_until_its_response_is_closed(make_app: MakeApp) -> None:
+    client = make_app(max_body_bytes=1000).test_client()
+    pending = client.post("/predict", data=image_bytes())
+    scrape = client.get("/metrics")
+    # the scrape itself is in flight too
+    assert _sample(scrape.get_data(as_text=True), "kinfer_server_requests_in_flight") == 2.0
+    scrape.close()
+    pending.close()
+    for resp in (
+        client.get("/gpu"),
+        client.post("/predict", data=b"junk"),  # 400
+        client.post("/predict", data=b"x" * 5000),  # 413
+        client.get("/nowhere"),  # 404
+        client.get("/v2/models/other/ready"),  # 404 from the handler
+    ):
+        resp.close()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert _sample(text, "kinfer_server_requests_in_flight") == 1.0  # only this scrape
+
+
+def test_batch_sizes_reach_the_histogram_by_the_next_scrape(client: FlaskClient) -> None:
+    for _ in range(3):
+        client.get("/gpu").close()
+    unclosed = client.post("/predict", data=image_bytes())  # its model call ran; its response is not closed
+    text = client.get("/metrics").get_data(as_text=True)
+    assert _sample(text, 'kinfer_server_batch_size_count{model="null"}') == 4.0
+    assert _sample(text, 'kinfer_server_batch_size_sum{model="null"}') == 4.0
+    unclosed.close()
