@@ -4,7 +4,7 @@ Run by hand (not collected by pytest)::
 
     .venv/bin/python tests/perf/bench_server.py [--probe-s 20] [--repeats 2] [--out /tmp/kinfer-bench]
 
-The defaults take about 20 minutes on a 2-core machine. Model: the SSD-MobileNet-300 shape (random
+The defaults take about 15 minutes on a 2-core machine. Model: the SSD-MobileNet-300 shape (random
 weights, real size: 27 MB, 1917 anchors, NMS), built once with ``kinfer model build ssd-mobilenet``
 into ``--out``. Both servers answer ``GET /gpu`` (one
 inference on a preloaded dataset image), driven by ``kinfer loadgen`` open-loop (Poisson arrivals,
