@@ -1,8 +1,9 @@
 """The Flask app: the seed's endpoints, ``/predict``, the upload page, Open Inference Protocol v2, metrics.
 
 Handlers are thin: decode, pre-process, hand rows to the worker's ``ModelRuntime`` (which batches),
-post-process. Per-stage times go to ``flask.g`` and from there, once, into the ``Server-Timing``
-header and the stage histograms. HTTP meaning lives in ``kinfer.server.errors`` and is mapped here.
+post-process. Per-stage times go to the request's WSGI environ, where ``MetricsMiddleware`` (wrapped
+around the app) turns them, once, into the ``Server-Timing`` header and the stage histograms. HTTP
+meaning lives in ``kinfer.server.errors`` and is mapped here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, jsonify, request
 from numpy.typing import NDArray
 from werkzeug.exceptions import HTTPException
 
@@ -22,7 +23,8 @@ from kinfer.server import postprocess, v2
 from kinfer.server.batching import BatchResult
 from kinfer.server.config import ServerConfig
 from kinfer.server.errors import InvalidInput, ModelNotFound, ServerError
-from kinfer.server.metrics import ServerMetrics, server_timing
+from kinfer.server.metrics import ServerMetrics
+from kinfer.server.middleware import MetricsMiddleware, add_stage
 from kinfer.server.modelspec import ModelSpec
 from kinfer.server.preprocess import decode_image
 from kinfer.server.runtime import BackendFactory, ModelRuntime
@@ -39,7 +41,7 @@ def runtime_of(app: Flask) -> ModelRuntime:
 
 
 def _stage(name: str, seconds: float) -> None:
-    g.stages[name] = g.stages.get(name, 0.0) + seconds
+    add_stage(request.environ, name, seconds)
 
 
 def _error(status: int, message: str) -> tuple[Response, int]:
@@ -95,35 +97,6 @@ def create_app(
     def check_model(name: str) -> None:
         if name != rt.spec.name:
             raise ModelNotFound(f"model {name!r} not found (this server serves {rt.spec.name!r})")
-
-    @app.before_request
-    def _begin() -> None:
-        g.started = time.perf_counter()
-        g.stages = {}
-        metrics.in_flight.inc()
-
-    @app.after_request
-    def _finish(response: Response) -> Response:
-        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        stages: dict[str, float] = g.get("stages", {})
-        response.headers["Server-Timing"] = server_timing(stages)
-        code, seconds = response.status_code, time.perf_counter() - g.get("started", 0.0)
-        counted = "started" in g
-
-        def closed() -> None:
-            if counted:
-                metrics.in_flight.dec()
-            metrics.observe_request(route, code, seconds, stages)
-
-        # metrics are written after the response has gone out (WSGI close), off the client's latency
-        response.call_on_close(closed)
-        g.settled_on_close = True
-        return response
-
-    @app.teardown_request
-    def _teardown(_exc: BaseException | None) -> None:
-        if "started" in g and not g.get("settled_on_close"):  # no response made it to after_request
-            metrics.in_flight.dec()
 
     @app.errorhandler(ServerError)
     def _server_error(exc: ServerError) -> tuple[Response, int]:
@@ -256,6 +229,8 @@ def create_app(
         payload, content_type = metrics.exposition()
         return Response(payload, content_type=content_type)
 
+    # Server-Timing, request metrics and the in-flight gauge: around Flask, not through its hooks
+    app.wsgi_app = MetricsMiddleware(app.wsgi_app, metrics)  # type: ignore[method-assign]
     metrics.start_sampling()
     rt.start(background=background)
     return app

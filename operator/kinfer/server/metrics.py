@@ -59,7 +59,8 @@ class ServerMetrics:
             ["route", "code"], registry=reg,
         )  # fmt: skip
         self.request_seconds = Histogram(
-            "kinfer_server_request_duration_seconds", "Time in the Flask handler, by route.",
+            "kinfer_server_request_duration_seconds",
+            "Time from a request reaching the app until its response starts, by route.",
             ["route"], buckets=_SECONDS_BUCKETS, registry=reg,
         )  # fmt: skip
         self.stage_seconds = Histogram(
