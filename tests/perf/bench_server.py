@@ -16,9 +16,10 @@ Also measured (``--overhead-only`` skips the searches): what ``POST /predict`` o
 beyond the model call, one request at a time over a plain keep-alive socket, as the round trip minus
 the server's own infer stage (``Server-Timing``) and as its median minus the median bare ONNX Runtime
 call in this process, over ``--overhead-rounds`` interleaved rounds. Controls in the same rounds: the
-null backend back to back and sleeping 30 ms (a model call's length) instead of the model, and
+null backend back to back and sleeping 30 ms (a model call's length) instead of the model;
 ``floor_server.py``, a bare socket server with the same decoder and no framework, sleeping alike: what
-this machine charges any Python server for the round trip, the decoding and the wake-up after a wait.
+this machine charges any Python server for the round trip, the decoding and the wake-up after a wait;
+and ``flask_floor_server.py``, the least gunicorn + Flask app with the same decoder and model call.
 Timings on a shared machine are noisy: compare within one run only.
 """
 
@@ -97,6 +98,12 @@ class Server:
         script = Path(__file__).with_name("floor_server.py")
         return cls(Path(), (), [sys.executable, str(script), "--delay-ms", str(delay_ms)])
 
+    @classmethod
+    def flask_floor(cls, model: Path) -> Server:
+        """``flask_floor_server.py``: gunicorn + Flask, the same decoder and model call, nothing else."""
+        script = Path(__file__).with_name("flask_floor_server.py")
+        return cls(Path(), (), [sys.executable, str(script), "--model", str(model)])
+
     def _text(self) -> str:
         return Path(self.log.name).read_text()
 
@@ -156,7 +163,8 @@ class CapacitySearch:
     """Highest rate meeting p99 <= 100 ms: double from ``start`` until it fails, then bisect."""
 
     def __init__(self, start: float, bisections: int = 3) -> None:
-        self.good, self.bad = 0.0, None
+        self.good: float = 0.0
+        self.bad: float | None = None
         self.rate = start
         self.left = bisections
         self.probes: list[dict[str, float]] = []
@@ -251,18 +259,24 @@ def _median_stages(runs: list[tuple[float, dict[str, float]]]) -> dict[str, floa
 def overhead_targets(model: Path) -> dict[str, Server]:
     """The servers whose ``/predict`` overhead is measured, and the controls, all started at once."""
     sync = ("--workers", "1", "--threads", "1")
-    specs: dict[str, tuple[str, ...] | float] = {
+    specs: dict[str, tuple[str, ...] | float | Path] = {
         "kinfer: onnx, sync worker (connection closed after each response)": ("--format", "onnx", *sync),
         "kinfer: onnx, gthread worker, 2 threads (keep-alive)": ("--format", "onnx", "--threads", "2"),
         "control: kinfer, null backend sleeping 30 ms, sync worker": ("--format", "null", "--delay-ms", "30", *sync),
         "control: kinfer, null backend, back to back, sync worker": ("--format", "null", "--delay-ms", "0", *sync),
         "control: bare socket server, same decoder, sleeping 30 ms": 30.0,
+        "control: minimal gunicorn + Flask app, same decoder and ONNX call": model,
     }
     servers: dict[str, Server] = {}
     try:
         for name, spec in specs.items():
             log(f"starting {name}")
-            servers[name] = Server.floor(spec) if isinstance(spec, float) else Server(model, spec)
+            if isinstance(spec, float):
+                servers[name] = Server.floor(spec)
+            elif isinstance(spec, Path):
+                servers[name] = Server.flask_floor(spec)
+            else:
+                servers[name] = Server(model, spec)
     except BaseException:
         for server in servers.values():
             server.stop()
@@ -280,8 +294,10 @@ def overhead(model: Path, rounds: int = 5, n: int = 60) -> dict[str, object]:
     model's run-to-run noise. ``overheadMs`` is the median round trip minus the median bare call.
 
     The controls say what the machine itself charges: the same server with no model work (back to
-    back, and sleeping as long as a model call), and a bare socket server with the same decoder and
-    no framework, sleeping alike: its figure is the floor any Python server pays here.
+    back, and sleeping as long as a model call), a bare socket server with the same decoder and no
+    framework, sleeping alike (its figure is the floor any Python server pays here), and a minimal
+    gunicorn + Flask app with the same decoder and model call (what the framework the issue fixes
+    costs before kinfer adds metrics, readiness and post-processing).
     """
     import numpy as np
     import onnxruntime as ort
@@ -323,7 +339,7 @@ def overhead(model: Path, rounds: int = 5, n: int = 60) -> dict[str, object]:
     for name, by_round in runs.items():
         stats: dict[str, object] = dict(_median_stages([run for rnd in by_round for run in rnd]))
         stats["besideInferMsByRound"] = [round(_median_stages(rnd)["besideInferMs"], 3) for rnd in by_round]
-        if name.startswith("kinfer: onnx"):
+        if "ONNX" in name or name.startswith("kinfer: onnx"):
             stats["overheadMs"] = float(stats["predictMs"]) - statistics.median(bare)  # type: ignore[arg-type]
         if clients[name].connect_ms:
             stats["connectMs"] = statistics.median(clients[name].connect_ms)
@@ -420,16 +436,17 @@ def capacity(model: Path, args: argparse.Namespace) -> dict[str, object]:
         }
         for d in designs
     }
-    seed_cap = results[SEED.name]["capacityRPS"]
-    best_name = max((d.name for d in CANDIDATES), key=lambda n: results[n]["capacityRPS"])
+    capacity = {d.name: searches[d.name].good for d in designs}
+    seed_cap = capacity[SEED.name]
+    best_name = max((d.name for d in CANDIDATES), key=lambda n: capacity[n])
     return {
         "sloP99Ms": SLO["p99Ms"],
         "designs": results,
         "seedCapacityRPS": seed_cap,
         "bestKinfer": best_name,
-        "bestKinferCapacityRPS": results[best_name]["capacityRPS"],
-        "speedup": results[best_name]["capacityRPS"] / seed_cap if seed_cap else None,
-        "saturationSpeedup": results[best_name]["saturationQPS"] / max(1e-9, results[SEED.name]["saturationQPS"]),
+        "bestKinferCapacityRPS": capacity[best_name],
+        "speedup": capacity[best_name] / seed_cap if seed_cap else None,
+        "saturationSpeedup": saturation[best_name] / max(1e-9, saturation[SEED.name]),
     }
 
 
