@@ -32,14 +32,14 @@ def detections(outputs: Outputs, spec: ModelSpec, index: int, threshold: float) 
     num = _role(outputs, spec, "num")
     count = int(num[index]) if num is not None else scores.shape[1]
     found: list[dict[str, Any]] = []
-    for j in range(min(count, scores.shape[1])):
-        score = float(scores[index, j])
+    # one C call turns the scores into Python floats; indexing numpy per anchor costs ~4x more
+    for j, score in enumerate(scores[index, : min(count, scores.shape[1])].tolist()):
         if score < threshold:
             continue
         class_id = int(classes[index, j])
         found.append(
             {
-                "box": [round(float(v), 5) for v in boxes[index, j]],
+                "box": [round(v, 5) for v in boxes[index, j].tolist()],
                 "classId": class_id,
                 "label": label_for(spec.labels, class_id),
                 "score": round(score, 5),
