@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -34,13 +35,20 @@ async def test_a_stalled_server_shows_up_in_p99_from_the_scheduled_time(
     target.stall = asyncio.Event()
     handle = await start_run(target.url(), "--rps", "100", "--duration", "1.5", "--arrival", "uniform")
     await eventually(lambda: target.received >= 40)
+    assert handle.run.t0 is not None
+    due_by_now = (time.monotonic() - handle.run.t0) * 100
+    received_while_stalled = target.received
     target.stall.set()
     summary = (await handle.finished()).summary()
-    # open loop: the generator kept sending during the stall, and those requests waited
+    # open loop: nothing came back for 0.4 s, yet the server saw every request due by then
+    assert received_while_stalled == pytest.approx(due_by_now, abs=5)
     assert summary["sent"] == pytest.approx(150, abs=2)
+    # ... and those requests waited, which latency from the scheduled time shows
     assert summary["latencyMs"]["p99"] >= 350
     assert summary["latencyMs"]["max"] >= 390
-    assert summary["sendLagMs"]["p99"] < 100  # the generator itself kept to its schedule
+    # the generator itself kept to its schedule (the burst of answers at the release, handled in
+    # this same event loop as the target, may delay a few sends on a loaded machine: not asserted)
+    assert summary["sendLagMs"]["p50"] < 10
 
 
 async def test_beyond_max_in_flight_requests_are_dropped_not_delayed(
