@@ -9,6 +9,8 @@ import threading
 import numpy as np
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
 
 from kinfer.server.app import runtime_of
 from kinfer.server.backends.null import NullBackend
@@ -64,6 +66,11 @@ def test_predict_accepts_a_multipart_upload_like_the_page_sends(client: FlaskCli
     resp = client.post("/predict", data=data, content_type="multipart/form-data")
     assert resp.status_code == 200
     assert len(resp.get_json()["detections"]) == 1
+    # media types are case-insensitive
+    body = encode_multipart({"file": FileStorage(io.BytesIO(image_bytes(fmt="PNG")), "upper.png")}, "b0undary")[1]
+    resp = client.post("/predict", data=body, content_type="Multipart/Form-Data; boundary=b0undary")
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert len(resp.get_json()["detections"]) == 1
 
 
 def test_predict_converts_grayscale_and_rgba_images(client: FlaskClient) -> None:
@@ -87,7 +94,31 @@ def test_non_image_body_is_400_with_json_error(client: FlaskClient) -> None:
 def test_bad_query_parameter_is_400(client: FlaskClient) -> None:
     resp = client.post("/predict?threshold=high", data=image_bytes())
     assert resp.status_code == 400
-    assert "threshold" in resp.get_json()["error"]
+    assert resp.get_json()["error"] == "query parameter threshold='high' is not a number"
+    resp = client.post("/predict?other=1&top_k=2.5", data=image_bytes())
+    assert resp.status_code == 400
+    assert resp.get_json()["error"] == "query parameter top_k='2.5' is not an integer"
+
+
+def test_unrelated_query_parameters_keep_the_defaults(client: FlaskClient) -> None:
+    default = client.post("/predict", data=image_bytes()).get_json()
+    assert len(default["detections"]) == 1  # the null backend's one box, score 0.9 >= 0.5
+    assert client.post("/predict?verbose=1", data=image_bytes()).get_json() == default
+    assert client.post("/predict?threshold=0.95&verbose=1", data=image_bytes()).get_json()["detections"] == []
+
+
+def test_inference_responses_are_byte_for_byte_what_jsonify_writes(app: Flask) -> None:
+    client = app.test_client()
+    image = {"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(image_bytes()).decode()]}
+    for resp in (
+        client.post("/predict", data=image_bytes()),
+        client.post("/v2/models/null/infer", json={"inputs": [image]}),
+    ):
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        with app.app_context():
+            expected = app.json.response(resp.get_json())
+        assert resp.get_data() == expected.get_data()
+        assert resp.headers["Content-Type"] == expected.headers["Content-Type"] == "application/json"
 
 
 def test_body_over_the_limit_is_413(make_app: MakeApp) -> None:
