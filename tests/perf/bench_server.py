@@ -46,6 +46,8 @@ ROOT = Path(__file__).resolve().parents[2]
 KINFER = [sys.executable, "-m", "kinfer.cli"]
 #: p99 objective of the capacity search (``--slo-ms`` changes it).
 SLO = {"p99Ms": 100.0}
+#: The overhead block's framework control; kinfer's rows also report their excess over it, round by round.
+FLASK_CONTROL = "control: minimal gunicorn + Flask app, same decoder and ONNX call"
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 
 
@@ -265,7 +267,7 @@ def overhead_targets(model: Path) -> dict[str, Server]:
         "control: kinfer, null backend sleeping 30 ms, sync worker": ("--format", "null", "--delay-ms", "30", *sync),
         "control: kinfer, null backend, back to back, sync worker": ("--format", "null", "--delay-ms", "0", *sync),
         "control: bare socket server, same decoder, sleeping 30 ms": 30.0,
-        "control: minimal gunicorn + Flask app, same decoder and ONNX call": model,
+        FLASK_CONTROL: model,
     }
     servers: dict[str, Server] = {}
     try:
@@ -289,9 +291,12 @@ def overhead(model: Path, rounds: int = 5, n: int = 60) -> dict[str, object]:
 
     Every target gets ``n`` requests (after 3 unmeasured) per round from a plain keep-alive socket
     client, and each round also times ``n`` bare ONNX Runtime calls in this process; the rounds
-    interleave so that a shared machine's drift reaches every target alike. ``besideInferMs`` is the
+    interleave so that a shared machine's drift reaches every target alike, and each starts with the
+    next target, so that none always runs first. ``besideInferMs`` is the
     round trip minus the server's own infer stage (``Server-Timing``): the overhead, free of the
-    model's run-to-run noise. ``overheadMs`` is the median round trip minus the median bare call.
+    model's run-to-run noise. ``overMinimalFlaskMs`` (kinfer's rows) is the median over rounds of a
+    row's round median minus the minimal gunicorn + Flask app's: what kinfer adds to the framework.
+    ``overheadMs`` is the median round trip minus the median bare call.
 
     The controls say what the machine itself charges: the same server with no model work (back to
     back, and sleeping as long as a model call), a bare socket server with the same decoder and no
@@ -321,7 +326,9 @@ def overhead(model: Path, rounds: int = 5, n: int = 60) -> dict[str, object]:
                 t0 = time.perf_counter()
                 session.run(None, {"image_tensor:0": row})
                 bare.append((time.perf_counter() - t0) * 1000)
-            for name, client in clients.items():
+            names = list(clients)  # each round starts one target later: no target always follows the bare calls
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                client = clients[name]
                 measured = []
                 for i in range(n + 3):
                     total, head = client.request(raws[name])
@@ -336,9 +343,15 @@ def overhead(model: Path, rounds: int = 5, n: int = 60) -> dict[str, object]:
         for server in servers.values():
             server.stop()
     out: dict[str, object] = {"bareMs": statistics.median(bare), "rounds": rounds, "requestsPerRound": n}
+    by_round_ms = {name: [_median_stages(rnd)["besideInferMs"] for rnd in rnds] for name, rnds in runs.items()}
+    framework = by_round_ms[FLASK_CONTROL]
     for name, by_round in runs.items():
         stats: dict[str, object] = dict(_median_stages([run for rnd in by_round for run in rnd]))
-        stats["besideInferMsByRound"] = [round(_median_stages(rnd)["besideInferMs"], 3) for rnd in by_round]
+        stats["besideInferMsByRound"] = [round(ms, 3) for ms in by_round_ms[name]]
+        if name.startswith("kinfer"):
+            # paired by round, so the machine's drift (often larger than the difference) cancels
+            diffs = [mine - theirs for mine, theirs in zip(by_round_ms[name], framework, strict=True)]
+            stats["overMinimalFlaskMs"] = statistics.median(diffs)
         if "ONNX" in name or name.startswith("kinfer: onnx"):
             stats["overheadMs"] = float(stats["predictMs"]) - statistics.median(bare)  # type: ignore[arg-type]
         if clients[name].connect_ms:
