@@ -97,7 +97,7 @@ def create_app(
     page = resources.files("kinfer.server").joinpath("static/index.html").read_text(encoding="utf-8")
 
     # Every step on the inference routes is paid cold: the model call in between evicts the caches, so
-    # the request's own path is kept short (the WSGI environ taken once, no per-image list building).
+    # the request's own path is kept short (the WSGI environ taken once, not through ``request`` per stage).
     def run_rows(rows: NDArray[np.generic], environ: dict[str, Any]) -> BatchResult:
         result = rt.infer(rows)
         add_stage(environ, "queue", result.queue_s)
@@ -108,16 +108,11 @@ def create_app(
         payloads: list[bytes], environ: dict[str, Any]
     ) -> tuple[NDArray[np.generic], list[tuple[int, int]]]:
         start = time.perf_counter()
-        if len(payloads) == 1:
-            image = decode_image(payloads[0])
-            rows = rt.prepare(image)[np.newaxis]
-            sizes = [(image.shape[0], image.shape[1])]
-        else:
-            images = [decode_image(p) for p in payloads]
-            rows = np.stack([rt.prepare(img) for img in images])
-            sizes = [(img.shape[0], img.shape[1]) for img in images]
+        images = [decode_image(p) for p in payloads]
+        prepared = [rt.prepare(img) for img in images]
+        rows = prepared[0][np.newaxis] if len(prepared) == 1 else np.stack(prepared)
         add_stage(environ, "preprocess", time.perf_counter() - start)
-        return rows, sizes
+        return rows, [(img.shape[0], img.shape[1]) for img in images]
 
     def check_model(name: str) -> None:
         if name != rt.spec.name:
