@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 from kinfer.server import postprocess, v2
 from kinfer.server.batching import BatchResult
 from kinfer.server.config import ServerConfig
-from kinfer.server.errors import InvalidInput, ModelNotFound, ServerError
+from kinfer.server.errors import InvalidInput, ModelNotFound, PayloadTooLarge, ServerError
 from kinfer.server.metrics import ServerMetrics
 from kinfer.server.middleware import MetricsMiddleware, add_stage
 from kinfer.server.modelspec import ModelSpec
@@ -72,6 +72,30 @@ def _query_arg(environ: dict[str, Any], name: str, default: Number, kind: type[N
     except ValueError:
         what = "an integer" if kind is int else "a number"
         raise InvalidInput(f"query parameter {name}={raw!r} is not {what}") from None
+
+
+def _read_body(environ: dict[str, Any], max_bytes: int) -> bytes:
+    """The request body, read from the server's stream in one call; over ``max_bytes`` is 413.
+
+    werkzeug would wrap gunicorn's stream (which already stops where the body ends) in a
+    ``LimitedStream`` and copy it chunk by chunk, which here costs about as much as the JSON response.
+    A chunked body (no ``Content-Length``) is read up to one byte past the limit, so that an oversized
+    one is refused as such rather than cut off and reported as a broken image.
+    """
+    stream = environ["wsgi.input"]
+    declared: str = environ.get("CONTENT_LENGTH") or ""
+    if declared.isdigit() and not environ.get("HTTP_TRANSFER_ENCODING"):
+        length = int(declared)
+        if length > max_bytes:
+            raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {max_bytes} (--max-body-bytes)")
+        body: bytes = stream.read(length)
+        return body
+    if not environ.get("wsgi.input_terminated"):
+        return b""  # no length, and a server that does not end the stream: nothing can be read safely
+    body = stream.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes (--max-body-bytes)")
+    return body
 
 
 def _is_multipart(environ: dict[str, Any]) -> bool:
@@ -171,7 +195,7 @@ def create_app(
         # Only multipart bodies are parsed as forms: any other body is the image itself, whatever
         # its Content-Type says (curl --data-binary sends x-www-form-urlencoded).
         upload = next(iter(request.files.values()), None) if _is_multipart(environ) else None
-        data = upload.read() if upload is not None else request.get_data(parse_form_data=False)
+        data = upload.read() if upload is not None else _read_body(environ, config.max_body_bytes)
         with rt.batcher.expecting():
             rows, sizes = decode_rows([data], environ)
             result = run_rows(rows, environ)

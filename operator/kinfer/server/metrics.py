@@ -25,6 +25,8 @@ from prometheus_client import multiprocess as prom_multiprocess
 
 #: The stages of a request, in the order they happen and appear in ``Server-Timing``.
 STAGES = ("queue", "preprocess", "infer", "postprocess")
+#: ``server_timing``'s format: one ``%``-substitution instead of a formatted string per stage.
+_SERVER_TIMING = ", ".join(f"{stage};dur=%.2f" for stage in STAGES)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _SECONDS_BUCKETS = (
@@ -44,7 +46,8 @@ def server_timing(stages: dict[str, float]) -> str:
 
     Example: ``queue;dur=0.12, preprocess;dur=2.31, infer;dur=10.20, postprocess;dur=0.40``.
     """
-    return ", ".join(f"{stage};dur={stages.get(stage, 0.0) * 1000.0:.2f}" for stage in STAGES)
+    get = stages.get
+    return _SERVER_TIMING % tuple([get(stage, 0.0) * 1000.0 for stage in STAGES])
 
 
 class ServerMetrics:

@@ -135,7 +135,10 @@ def _decode_with_pillow(data: bytes) -> NDArray[np.uint8]:
                 arr = np.asarray(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
     except InvalidInput:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except UnidentifiedImageError as exc:
+        # Pillow's own message names its in-memory file object, which tells the client nothing
+        raise InvalidInput(f"not a decodable image: {len(data)} bytes in no format Pillow reads") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidInput(f"not a decodable image: {exc}") from exc
     except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError) as exc:
         # Pillow reports truncated or corrupt files through many exception types.

@@ -7,6 +7,7 @@ import io
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import requests
@@ -95,8 +96,33 @@ def test_predict_and_v2_infer_answer_with_server_timing(serve: ServerFactory) ->
 
 def test_body_over_the_limit_is_413(serve: ServerFactory) -> None:
     server = serve("--format", "null", "--max-body-bytes", "1024")
-    assert server.post("/predict", data=b"\0" * 4096).status_code == 413
+    resp = server.post("/predict", data=b"\0" * 4096)
+    assert resp.status_code == 413
+    assert resp.json()["error"] == "request body of 4096 bytes exceeds the limit of 1024 (--max-body-bytes)"
     assert server.get("/gpu").status_code == 200
+
+
+def _chunks(data: bytes, size: int = 500) -> Iterator[bytes]:
+    """A body ``requests`` sends with ``Transfer-Encoding: chunked`` (no ``Content-Length``)."""
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def test_chunked_uploads_are_read_whole_and_held_to_the_limit(serve: ServerFactory) -> None:
+    server = serve("--format", "null", "--known-model", "ssd-mobilenet", "--max-body-bytes", "4096")
+    image = _png(16, 12)
+    assert len(image) < 4096
+    resp = server.post("/predict", data=_chunks(image))
+    assert resp.request.headers["Transfer-Encoding"] == "chunked"
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["height"], resp.json()["width"]) == (12, 16)
+    resp = server.post("/predict", data=_chunks(b"\0" * 6000))
+    assert resp.status_code == 413
+    assert resp.json()["error"] == "request body exceeds the limit of 4096 bytes (--max-body-bytes)"
+    resp = server.post("/predict", data=_chunks(b"\0" * 3000))
+    assert resp.status_code == 400
+    assert resp.json()["error"] == "not a decodable image: 3000 bytes in no format Pillow reads"
+    assert server.post("/predict", data=image).status_code == 200  # the worker still serves
 
 
 _bodies = st.one_of(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
 import threading
 
@@ -125,7 +126,14 @@ def test_body_over_the_limit_is_413(make_app: MakeApp) -> None:
     client = make_app(max_body_bytes=1000).test_client()
     resp = client.post("/predict", data=b"x" * 5000)
     assert resp.status_code == 413
-    assert "error" in resp.get_json()
+    assert resp.get_json() == {"error": "request body of 5000 bytes exceeds the limit of 1000 (--max-body-bytes)"}
+
+
+def test_a_body_of_unknown_length_on_an_unterminated_stream_is_not_read(client: FlaskClient) -> None:
+    # no Content-Length and a server that does not say it ends the stream: reading could block forever
+    resp = client.post("/predict", input_stream=io.BytesIO(b"x" * 100))
+    assert resp.status_code == 400
+    assert "not a decodable image" in resp.get_json()["error"]
 
 
 def test_unknown_model_is_404(client: FlaskClient) -> None:

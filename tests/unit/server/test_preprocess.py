@@ -209,6 +209,10 @@ def test_detections_are_thresholded_sorted_and_labelled() -> None:
     }
     found = detections(outputs, spec, 0, 0.5)
     assert [(d["label"], d["score"]) for d in found] == [("dog", 0.9), ("person", 0.6)]
+    assert found[0] == {"box": [0.1, 0.1, 0.2, 0.2], "classId": 18, "label": "dog", "score": 0.9}
+    # only the first num_detections count: the 0.99 in slot 4 is padding
+    assert [d["score"] for d in detections(outputs, spec, 0, 0.0)] == [0.9, 0.6, 0.1]
+    assert detections(outputs, spec, 0, 0.95) == []
 
 
 def test_ssd_resnet34_names_contiguous_ids_and_ssd_mobilenet_coco_category_ids() -> None:
