@@ -289,10 +289,10 @@ def overhead_targets(model: Path) -> dict[str, Server]:
 def overhead(model: Path, rounds: int = 5, n: int = 60) -> dict[str, object]:
     """What ``POST /predict`` of a dataset JPEG costs beyond the model call, one request at a time.
 
-    Every target gets ``n`` requests (after 3 unmeasured) per round from a plain keep-alive socket
-    client, and each round also times ``n`` bare ONNX Runtime calls in this process; the rounds
-    interleave so that a shared machine's drift reaches every target alike, and each starts with the
-    next target, so that none always runs first. ``besideInferMs`` is the
+    Every target gets ``n`` timed requests per round from a plain keep-alive socket client, each the
+    second of a back-to-back pair, the targets taking turns pair by pair (so that a shared machine's
+    drift reaches every target alike); each round also times ``n`` bare ONNX Runtime calls in this
+    process and starts with the next target. ``besideInferMs`` is the
     round trip minus the server's own infer stage (``Server-Timing``): the overhead, free of the
     model's run-to-run noise. ``overMinimalFlaskMs`` (kinfer's rows) is the median over rounds of a
     row's round median minus the minimal gunicorn + Flask app's: what kinfer adds to the framework.
@@ -326,16 +326,24 @@ def overhead(model: Path, rounds: int = 5, n: int = 60) -> dict[str, object]:
                 t0 = time.perf_counter()
                 session.run(None, {"image_tensor:0": row})
                 bare.append((time.perf_counter() - t0) * 1000)
-            names = list(clients)  # each round starts one target later: no target always follows the bare calls
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                client = clients[name]
-                measured = []
-                for i in range(n + 3):
+            # Within a round the targets take turns pair by pair: each turn sends two requests back
+            # to back and times the second (it follows a request on the same server, as in a steady
+            # stream, not the turn's reconnect after the other targets ran). Turns this short leave
+            # the machine's drift (often larger than the differences measured) no time to favour one
+            # target; each round starts one target later.
+            names = list(clients)
+            names = names[r % len(names) :] + names[: r % len(names)]
+            measured: dict[str, list[tuple[float, dict[str, float]]]] = {name: [] for name in names}
+            for i in range(n + 2):
+                for name in names:
+                    client = clients[name]
+                    client.request(raws[name])
                     total, head = client.request(raws[name])
-                    if i >= 3:
-                        measured.append((total, _stages(head)))
-                client.close()
-                runs[name].append(measured)
+                    client.close()
+                    if i >= 2:
+                        measured[name].append((total, _stages(head)))
+            for name in names:
+                runs[name].append(measured[name])
             log(f"  overhead round {r + 1}/{rounds}: " + ", ".join(
                 f"{name.split(',')[0][:20]}... {_median_stages(runs[name][-1])['besideInferMs']:.2f} ms"
                 for name in servers))  # fmt: skip
