@@ -254,7 +254,10 @@ def create_app(
         rt.check_ready()
         assert rt.backend is not None
         environ = request.environ
-        body = request.get_json(silent=True, force=True)
+        try:
+            body = json.loads(_read_body(environ, config.max_body_bytes))
+        except ValueError:  # not JSON, or not UTF-8: parse_request names what the body must be
+            body = None
         tensor, names = v2.parse_request(body)
         request_id = body.get("id") if isinstance(body, dict) else None
         with rt.batcher.expecting():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import subprocess
 import time
@@ -122,6 +123,12 @@ def test_chunked_uploads_are_read_whole_and_held_to_the_limit(serve: ServerFacto
     resp = server.post("/predict", data=_chunks(b"\0" * 3000))
     assert resp.status_code == 400
     assert resp.json()["error"] == "not a decodable image: 3000 bytes in no format Pillow reads"
+    infer = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["A" * 6000]}]})
+    resp = server.post("/v2/models/ssd-mobilenet/infer", data=_chunks(infer.encode()))
+    assert resp.status_code == 413, resp.text
+    resp = server.post("/v2/models/ssd-mobilenet/infer", data=_chunks(b"{not json"))
+    assert resp.status_code == 400
+    assert resp.json()["error"] == 'body must be a JSON object {"inputs": [...]}'
     assert server.post("/predict", data=image).status_code == 200  # the worker still serves
 
 
@@ -133,7 +140,7 @@ _bodies = st.one_of(
         st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
         lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
         max_leaves=20,
-    ).map(lambda v: __import__("json").dumps({"inputs": [v]}).encode()),
+    ).map(lambda v: json.dumps({"inputs": [v]}).encode()),
 )
 
 
