@@ -1,4 +1,4 @@
-"""Root test configuration: every test is marked with its tier (unit, app, e2e) from its directory.
+"""Root test configuration: every test is marked with its tier (unit, app, e2e, cluster, images) from its directory.
 
 ``pytest -m unit`` runs the fast tier alone; ``make test`` runs them all.
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-TIERS = ("unit", "app", "e2e")
+TIERS = ("unit", "app", "e2e", "cluster", "images")
 ROOT = Path(__file__).parent
 
 
