@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from importlib import resources
 from pathlib import Path
@@ -23,11 +24,18 @@ from werkzeug.exceptions import HTTPException
 from kinfer.server import postprocess, v2
 from kinfer.server.batching import BatchResult
 from kinfer.server.config import ServerConfig
-from kinfer.server.errors import InvalidInput, ModelNotFound, PayloadTooLarge, ServerError
+from kinfer.server.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServerError,
+)
 from kinfer.server.metrics import ServerMetrics
 from kinfer.server.middleware import MetricsMiddleware, add_stage
 from kinfer.server.modelspec import ModelSpec
-from kinfer.server.preprocess import decode_image
+from kinfer.server.preprocess import decode_image, image_size
 from kinfer.server.runtime import BackendFactory, ModelRuntime
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,39 @@ def runtime_of(app: Flask) -> ModelRuntime:
 
 def _error(status: int, message: str) -> tuple[Response, int]:
     return jsonify(error=message), status
+
+
+def _internal_error(what: str) -> tuple[Response, int]:
+    """A 500 that tells the client nothing but an id; ``what`` (and the traceback) go to the log under it."""
+    request_id = secrets.token_hex(8)
+    log.error("request %s: %s %s -> 500: %s", request_id, request.method, request.path, what, exc_info=True)
+    response = jsonify(error="internal error", requestId=request_id)
+    response.headers["X-Request-Id"] = request_id
+    return response, 500
+
+
+def check_images(payloads: list[bytes], config: ServerConfig) -> None:
+    """Refuse (413) a request with more images, or more decoded pixels, than one request may carry.
+
+    Sizes come from the images' headers, before anything is decoded: six small PNGs that would decode
+    to 8000x8000 each are refused at a few hundred bytes of parsing, not after a gigabyte of pixels.
+    An image whose header cannot be read counts nothing here; decoding it then fails (400).
+    """
+    limit = config.images_per_request
+    if len(payloads) > limit:
+        raise PayloadTooLarge(
+            f"{len(payloads)} images in one request exceed the limit of {limit} (--max-images-per-request)"
+        )
+    total = 0
+    for payload in payloads:
+        size = image_size(payload)
+        if size is not None:
+            total += size[0] * size[1]
+    if total > config.max_pixels_per_request:
+        raise PayloadTooLarge(
+            f"the request's images decode to {total} pixels, over the limit of "
+            f"{config.max_pixels_per_request} (--max-pixels-per-request)"
+        )
 
 
 def _json_response(body: dict[str, Any]) -> Response:
@@ -89,13 +130,22 @@ def _read_body(environ: dict[str, Any], max_bytes: int) -> bytes:
         if length > max_bytes:
             raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {max_bytes} (--max-body-bytes)")
         body: bytes = stream.read(length)
+        _check_read_in_time(environ)
         return body
     if not environ.get("wsgi.input_terminated"):
         return b""  # no length, and a server that does not end the stream: nothing can be read safely
     body = stream.read(max_bytes + 1)
+    _check_read_in_time(environ)
     if len(body) > max_bytes:
         raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes (--max-body-bytes)")
     return body
+
+
+def _check_read_in_time(environ: dict[str, Any]) -> None:
+    """408 when the server's socket stopped reading at ``--request-read-timeout`` (the body is cut short)."""
+    sock = environ.get("gunicorn.socket")
+    if sock is not None and getattr(sock, "timed_out", False):
+        raise RequestTimeout(f"request body not received within {sock.limit:g} s (--request-read-timeout)")
 
 
 def _is_multipart(environ: dict[str, Any]) -> bool:
@@ -131,6 +181,7 @@ def create_app(
     def decode_rows(
         payloads: list[bytes], environ: dict[str, Any]
     ) -> tuple[NDArray[np.generic], list[tuple[int, int]]]:
+        check_images(payloads, config)
         start = time.perf_counter()
         images = [decode_image(p) for p in payloads]
         prepared = [rt.prepare(img) for img in images]
@@ -144,8 +195,8 @@ def create_app(
 
     @app.errorhandler(ServerError)
     def _server_error(exc: ServerError) -> tuple[Response, int]:
-        if exc.status >= 500:
-            log.warning("%s %s -> %d: %s", request.method, request.path, exc.status, exc.message)
+        if exc.status >= 500 and not isinstance(exc, ModelNotReady):
+            return _internal_error(exc.message)
         return _error(exc.status, exc.message)
 
     @app.errorhandler(HTTPException)
@@ -154,8 +205,7 @@ def create_app(
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        return _internal_error(f"unhandled {type(exc).__name__}: {exc}")
 
     # --- the seed's endpoints -------------------------------------------------------------------
     @app.get("/helloworld")
@@ -262,10 +312,15 @@ def create_app(
         request_id = body.get("id") if isinstance(body, dict) else None
         with rt.batcher.expecting():
             if str(tensor.get("datatype", "")).upper() == "BYTES":
-                rows, _ = decode_rows(v2.image_payloads(tensor), environ)
+                rows, _ = decode_rows(v2.image_payloads(tensor, config.images_per_request), environ)
             else:
                 start = time.perf_counter()
                 rows = v2.numeric_rows(tensor, rt.spec.row_shape, rt.backend.input_dtype)
+                if len(rows) > config.images_per_request:
+                    raise PayloadTooLarge(
+                        f"{len(rows)} rows in one request exceed the limit of {config.images_per_request}"
+                        " (--max-images-per-request)"
+                    )
                 add_stage(environ, "preprocess", time.perf_counter() - start)
             result = run_rows(rows, environ)
         start = time.perf_counter()

@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--memory-fraction", type=float, help="per-process GPU memory cap (only with a GPU)")
     add("--intra-op-threads", type=int, default=0, help="runtime threads per worker; 0 = its default")
     add("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    add(
+        "--max-images-per-request", type=int, help="images (tensor rows) per request; default max(--max-batch-size, 32)"
+    )
+    add("--max-pixels-per-request", type=int, default=64_000_000, help="decoded pixels per request, all images")
+    add("--request-read-timeout", type=float, default=5.0, help="seconds to receive a request's head and body; 0 = off")
     add("--timeout", type=int, default=120, help="gunicorn worker timeout, seconds")
     add("--graceful-timeout", type=int, default=15, help="seconds to finish requests on shutdown")
     add("--log-level", default="info", choices=("debug", "info", "warning", "error"))

@@ -25,6 +25,9 @@ from kinfer.server.modelspec import (
 )
 from kinfer.server.preprocess import PREPROCESSORS
 
+#: ``--max-images-per-request`` is at least this by default, so a batch client works with batching off.
+DEFAULT_MIN_IMAGES_PER_REQUEST = 32
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -54,12 +57,25 @@ class ServerConfig:
     #: runtime intra-op threads per worker; 0 = the runtime's default (best on small machines).
     intra_op_threads: int = 0
     max_body_bytes: int = 16 * 1024 * 1024
+    #: images (or tensor rows) one request may carry; None = ``max(max_batch_size, 32)``.
+    max_images_per_request: int | None = None
+    #: decoded pixels one request may carry, summed over its images (read from their headers first).
+    max_pixels_per_request: int = 64_000_000
+    #: seconds a client has to send a request's head and body, from its first byte; 0 = no limit.
+    request_read_timeout: float = 5.0
     #: gunicorn: seconds a silent worker lives, and the grace period on shutdown.
     timeout: int = 120
     graceful_timeout: int = 15
     log_level: str = "info"
     #: images kept in memory per worker for ``GET /gpu``.
     dataset_limit: int = 64
+
+    @property
+    def images_per_request(self) -> int:
+        """The effective ``--max-images-per-request``: tied to the batch limit unless set."""
+        if self.max_images_per_request is not None:
+            return self.max_images_per_request
+        return max(self.max_batch_size, DEFAULT_MIN_IMAGES_PER_REQUEST)
 
     def backend_options(self) -> BackendOptions:
         return BackendOptions(
@@ -80,6 +96,12 @@ def _check_ranges(cfg: ServerConfig) -> None:
         (cfg.delay_ms >= 0, f"--delay-ms must be >= 0, got {cfg.delay_ms}"),
         (cfg.intra_op_threads >= 0, f"--intra-op-threads must be >= 0, got {cfg.intra_op_threads}"),
         (cfg.max_body_bytes >= 1, f"--max-body-bytes must be >= 1, got {cfg.max_body_bytes}"),
+        (
+            cfg.max_images_per_request is None or cfg.max_images_per_request >= 1,
+            f"--max-images-per-request must be >= 1, got {cfg.max_images_per_request}",
+        ),
+        (cfg.max_pixels_per_request >= 1, f"--max-pixels-per-request must be >= 1, got {cfg.max_pixels_per_request}"),
+        (cfg.request_read_timeout >= 0, f"--request-read-timeout must be >= 0, got {cfg.request_read_timeout}"),
         (
             cfg.memory_fraction is None or 0 < cfg.memory_fraction <= 1,
             f"--memory-fraction must be in (0, 1], got {cfg.memory_fraction}",

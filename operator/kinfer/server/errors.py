@@ -1,7 +1,9 @@
 """Exceptions that carry their HTTP meaning; the app maps them to responses in one place.
 
-Bodies are always ``{"error": "..."}`` (DESIGN §5). Anything else that escapes a handler is a 500 with
-its message, and the worker keeps serving.
+Bodies are always ``{"error": "..."}`` (DESIGN §5). A 500 (``BackendError`` or anything else that
+escapes a handler) tells the client only ``{"error": "internal error", "requestId": ...}``: its text,
+which may name files, tensors or library internals, goes to the log under that id. The worker keeps
+serving.
 """
 
 from __future__ import annotations
@@ -29,8 +31,14 @@ class ModelNotFound(ServerError):
     status = 404
 
 
+class RequestTimeout(ServerError):
+    """The client did not send the whole request within ``--request-read-timeout``."""
+
+    status = 408
+
+
 class PayloadTooLarge(ServerError):
-    """The request body exceeds ``--max-body-bytes``."""
+    """The request exceeds a size limit (``--max-body-bytes``, images or decoded pixels per request)."""
 
     status = 413
 

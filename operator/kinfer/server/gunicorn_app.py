@@ -3,11 +3,13 @@
 The app (and with it the model) is created in each worker after fork: ``preload_app`` stays off,
 because TensorFlow is not fork-safe and each worker needs its own model copy, as in the seed's
 ``gunicorn -w 8``. More than one thread per worker selects the ``gthread`` worker class, whose
-threads feed the dynamic batcher.
+threads feed the dynamic batcher. Both worker classes put a deadline on reading each request
+(``--request-read-timeout``, ``kinfer.server.workers``), so a slow client cannot hold a worker.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -20,6 +22,7 @@ from kinfer.server.app import create_app
 from kinfer.server.config import ServerConfig
 from kinfer.server.metrics import mark_worker_dead
 from kinfer.server.modelspec import ModelSpec
+from kinfer.server.workers import DeadlineSyncWorker, DeadlineThreadWorker, set_read_timeout
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,8 @@ def gunicorn_options(config: ServerConfig) -> dict[str, Any]:
         "bind": f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}",
         "workers": config.workers,
         "threads": config.threads,
-        "worker_class": "gthread" if config.threads > 1 else "sync",
+        # gthread / sync, each with a deadline on reading a request (kinfer.server.workers)
+        "worker_class": DeadlineThreadWorker if config.threads > 1 else DeadlineSyncWorker,
         "timeout": config.timeout,
         "graceful_timeout": config.graceful_timeout,
         "keepalive": 5,
@@ -53,6 +57,7 @@ def gunicorn_options(config: ServerConfig) -> dict[str, Any]:
         "control_socket_disable": True,
         "when_ready": _when_ready,
         "child_exit": _child_exit,
+        "post_fork": functools.partial(set_read_timeout, config.request_read_timeout),
     }
 
 

@@ -53,6 +53,30 @@ def _opencv_decodes(data: bytes) -> bool:
     )
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from the image's header, without decoding its pixels; None when unreadable.
+
+    PNG's IHDR and JPEG's SOF are read directly (libjpeg-turbo's header parser); any other format
+    through Pillow's lazy ``Image.open``, which reads the header only. An image whose size cannot be
+    read here is left to ``decode_image`` to refuse.
+    """
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data.startswith(b"\xff\xd8\xff"):
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+            return int(width), int(height)
+        except ValueError:
+            pass
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return int(img.width), int(img.height)
+    except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError, Image.DecompressionBombError):
+        return None
+
+
 def decode_image(data: bytes) -> NDArray[np.uint8]:
     """Decode JPEG/PNG/... bytes to an RGB uint8 array; anything undecodable is ``InvalidInput``.
 

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kinfer.server.backends.base import Outputs, TensorInfo
-from kinfer.server.errors import InvalidInput
+from kinfer.server.errors import InvalidInput, PayloadTooLarge
 
 #: v2 datatype <-> numpy dtype.
 DATATYPES: dict[str, str] = {
@@ -62,14 +62,20 @@ def parse_request(body: Any) -> tuple[dict[str, Any], list[str] | None]:
     return tensor, names
 
 
-def image_payloads(tensor: dict[str, Any]) -> list[bytes]:
-    """The image files in a ``BYTES`` tensor (base64 strings, possibly nested one level)."""
+def image_payloads(tensor: dict[str, Any], max_images: int | None = None) -> list[bytes]:
+    """The image files in a ``BYTES`` tensor (base64 strings, possibly nested one level).
+
+    More than ``max_images`` is 413, counted before anything is base64-decoded."""
     data = tensor.get("data")
     if isinstance(data, str):
         data = [data]
     if not isinstance(data, list) or not data:
         raise InvalidInput('BYTES input needs "data": ["<base64 image>", ...]')
     flat = [x for item in data for x in (item if isinstance(item, list) else [item])]
+    if max_images is not None and len(flat) > max_images:
+        raise PayloadTooLarge(
+            f"{len(flat)} images in one request exceed the limit of {max_images} (--max-images-per-request)"
+        )
     out = []
     for item in flat:
         if not isinstance(item, str):

@@ -8,6 +8,7 @@ import re
 import threading
 
 import numpy as np
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.datastructures import FileStorage
@@ -188,7 +189,9 @@ class _Failing(NullBackend):
         return super().predict(batch)
 
 
-def test_backend_exception_is_500_with_message_and_the_app_keeps_serving(make_app: MakeApp) -> None:
+def test_backend_exception_is_500_with_a_request_id_and_the_app_keeps_serving(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
     from kinfer.server.backends.base import BackendOptions
 
     _Failing.failing = False
@@ -197,7 +200,11 @@ def test_backend_exception_is_500_with_message_and_the_app_keeps_serving(make_ap
     _Failing.failing = True
     resp = client.post("/predict", data=image_bytes())
     assert resp.status_code == 500
-    assert "device on fire" in resp.get_json()["error"]
+    body = resp.get_json()
+    assert body["error"] == "internal error"
+    assert "device on fire" not in resp.get_data(as_text=True)
+    assert resp.headers["X-Request-Id"] == body["requestId"]
+    assert any(body["requestId"] in r.getMessage() and "device on fire" in r.getMessage() for r in caplog.records)
     assert client.get("/helloworld").status_code == 200
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'kinfer_server_inference_errors_total{model="null"} 1.0' in metrics

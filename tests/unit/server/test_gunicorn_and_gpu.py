@@ -9,6 +9,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.sync import SyncWorker
 
 from kinfer.server import gpu
 from kinfer.server.backends import tensorflow as tf_backend
@@ -20,7 +22,7 @@ from kinfer.server.gunicorn_app import gunicorn_options
 
 def test_one_thread_uses_sync_workers_like_the_seed() -> None:
     opts = gunicorn_options(ServerConfig(workers=8, threads=1, host="0.0.0.0", port=5000))
-    assert opts["worker_class"] == "sync"
+    assert issubclass(opts["worker_class"], SyncWorker)  # with a deadline on reading each request
     assert opts["workers"] == 8
     assert opts["bind"] == "0.0.0.0:5000"
     assert opts["preload_app"] is False  # the model loads in each worker, after fork
@@ -28,7 +30,7 @@ def test_one_thread_uses_sync_workers_like_the_seed() -> None:
 
 def test_threads_select_gthread_workers_and_ipv6_hosts_are_bracketed() -> None:
     opts = gunicorn_options(ServerConfig(threads=4, host="::1", port=0, graceful_timeout=7))
-    assert opts["worker_class"] == "gthread"
+    assert issubclass(opts["worker_class"], ThreadWorker)
     assert opts["threads"] == 4
     assert opts["bind"] == "[::1]:0"
     assert opts["graceful_timeout"] == 7
