@@ -22,6 +22,7 @@ CRD_DIR = Path("crds")
 CHART_CRD_DIR = Path("charts/kinfer/templates/crds")
 
 _DROP = {"title", "discriminator"}
+HELM_KEEP = "helm.sh/resource-policy"
 
 
 def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +59,10 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             continue  # object/list defaults stay in the models; scalars are shown by kubectl explain
         else:
             out[key] = value
+    if "properties" in out and out.get("additionalProperties") is False:
+        # Kubernetes forbids both; a structural schema prunes unknown fields anyway, and kubectl's
+        # server-side field validation (Strict) refuses them with the field's name.
+        del out["additionalProperties"]
     if "properties" in out or "additionalProperties" in out:
         out.setdefault("type", "object")
     if "enum" in out and "type" not in out:
@@ -89,6 +94,7 @@ def crd(resource: ResourceDef) -> dict[str, Any]:
             "spec": spec_schema,
             "status": status_schema,
         },
+        "x-kubernetes-validations": [resource.name_rule.cel()],
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -133,10 +139,12 @@ def generated_files() -> dict[Path, str]:
     """Relative path -> exact content of every generated file."""
     files: dict[Path, str] = {}
     for resource in RESOURCES.values():
-        body = render(crd(resource))
-        files[CRD_DIR / f"{resource.crd_name}.yaml"] = f"{GENERATED_HEADER}\n{body}"
+        files[CRD_DIR / f"{resource.crd_name}.yaml"] = f"{GENERATED_HEADER}\n{render(crd(resource))}"
+        # `helm uninstall` keeps the CRDs: deleting one would delete every user's resources of its kind.
+        chart_crd = crd(resource)
+        chart_crd["metadata"]["annotations"] = {HELM_KEEP: "keep"}
         files[CHART_CRD_DIR / f"{resource.plural}.yaml"] = (
-            f"{GENERATED_HEADER}\n{{{{- if .Values.installCRDs }}}}\n{body}{{{{- end }}}}\n"
+            f"{GENERATED_HEADER}\n{{{{- if .Values.installCRDs }}}}\n{render(chart_crd)}{{{{- end }}}}\n"
         )
     return files
 

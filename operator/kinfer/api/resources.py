@@ -6,14 +6,58 @@ short names and printer columns are declared once, here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kinfer.api.common import GROUP, Model
 from kinfer.api.inferenceservice import InferenceServiceSpec, InferenceServiceStatus
 from kinfer.api.loadexperiment import LoadExperimentSpec, LoadExperimentStatus
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """What ``metadata.name`` must be so that every object the operator derives from it is valid.
+
+    A name the custom resource accepts can still be refused for what is built from it (a Service name
+    must start with a letter; a Job name goes into a 63-character label). The rule is checked by the API
+    server at admission (a CEL rule in the generated CRD) and by the typed model (local mode, the
+    operator), with the same message.
+    """
+
+    pattern: str
+    max_length: int
+    why: str
+
+    def problem(self, name: str) -> str | None:
+        """Why ``name`` cannot work, or ``None``."""
+        if len(name) > self.max_length or not re.fullmatch(self.pattern, name):
+            return self.message
+        return None
+
+    @property
+    def message(self) -> str:
+        """The admission message: the rule and the reason for it."""
+        return (
+            f"metadata.name must match {self.pattern} and be at most {self.max_length} characters: {self.why}"
+        )
+
+    def cel(self) -> dict[str, str]:
+        """The CRD's root ``x-kubernetes-validations`` entry."""
+        rule = f"size(self.metadata.name) <= {self.max_length} && self.metadata.name.matches('{self.pattern}')"
+        return {"rule": rule, "message": self.message}
+
+
+#: An InferenceService names its Service (an RFC 1035 label) and labels its pods with its name.
+SERVICE_NAME = NameRule(
+    r"^[a-z]([-a-z0-9]*[a-z0-9])?$", 63, "it names the Service (a DNS label starting with a letter)"
+)
+#: A LoadExperiment names its Job ``<name>-loadgen`` (an indexed Job's name is a DNS label, at most 63).
+EXPERIMENT_NAME = NameRule(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", 55, "its generator Job is named <name>-loadgen (a DNS label of 63 at most)"
+)
 
 
 class ObjectMeta(BaseModel):
@@ -55,15 +99,27 @@ class Resource(BaseModel, Generic[SpecT, StatusT]):
         return self.metadata.namespace or "default"
 
 
+    NAME_RULE: ClassVar[NameRule | None] = None
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> Resource[SpecT, StatusT]:
+        problem = self.NAME_RULE.problem(self.metadata.name) if self.NAME_RULE else None
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
 class InferenceService(Resource[InferenceServiceSpec, InferenceServiceStatus]):
     """kind InferenceService."""
 
+    NAME_RULE = SERVICE_NAME
     kind: Literal["InferenceService"] = "InferenceService"
 
 
 class LoadExperiment(Resource[LoadExperimentSpec, LoadExperimentStatus]):
     """kind LoadExperiment."""
 
+    NAME_RULE = EXPERIMENT_NAME
     kind: Literal["LoadExperiment"] = "LoadExperiment"
 
 
@@ -106,6 +162,7 @@ class ResourceDef:
     status_model: type[Model]
     columns: tuple[PrinterColumn, ...]
     description: str
+    name_rule: NameRule
 
     @property
     def crd_name(self) -> str:
@@ -130,6 +187,7 @@ INFERENCE_SERVICE = ResourceDef(
         AGE,
     ),
     description="A model served by gunicorn workers in N pods behind a Service.",
+    name_rule=SERVICE_NAME,
 )
 
 LOAD_EXPERIMENT = ResourceDef(
@@ -151,6 +209,7 @@ LOAD_EXPERIMENT = ResourceDef(
         AGE,
     ),
     description="An open-loop load schedule against a target, with live tail latency in its status.",
+    name_rule=EXPERIMENT_NAME,
 )
 
 RESOURCES: dict[str, ResourceDef] = {d.kind: d for d in (INFERENCE_SERVICE, LOAD_EXPERIMENT)}
