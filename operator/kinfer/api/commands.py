@@ -87,7 +87,10 @@ def _rate_args(lexp: LoadExperiment, schedule_file: str, judge: bool) -> list[st
         search = spec.capacity or CapacitySearch()
         args = ["--mode", "capacity", "--min-rps", fmt_number(search.min_rps), "--max-rps",
                 fmt_number(search.max_rps), "--probe-duration", search.probe_duration, "--precision",
-                fmt_number(search.precision)]  # fmt: skip
+                fmt_number(search.precision), "--tolerance", fmt_number(search.tolerance), "--max-windows",
+                str(search.max_windows)]  # fmt: skip
+        if search.warmup is not None:
+            args += ["--warmup", search.warmup]
     if spec.slo is None or not (judge or spec.mode == "capacity"):
         return args
     if spec.slo.p99_ms is not None:
@@ -120,6 +123,13 @@ def loadgen_args(lexp: LoadExperiment, url: str, where: GeneratorPlacement) -> l
         "--window", str(spec.window_size),
         "--interval", fmt_number(spec.record_interval_s),
     ]  # fmt: skip
+    if target.batch_size > 1:
+        args += ["--batch-size", str(target.batch_size)]
+    if spec.think_time is not None:
+        args += ["--think-time", fmt_number(spec.think_time_s)]
+    if spec.requests is not None:
+        # generators sharing the load share the count too (rounded up: at most share - 1 extra in all)
+        args += ["--requests", str(-(-spec.requests // where.share))]
     if where.control_host is not None:
         args += ["--control-host", where.control_host]
     args += ["--control-port", str(where.control_port), "--output", where.output]

@@ -1,4 +1,5 @@
-"""The LoadExperiment resource: an open-loop load schedule run against a target, with live status."""
+"""The LoadExperiment resource: a load schedule (open loop: rates; closed loop: clients) run against a
+target, with live status."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Literal, Self
 from pydantic import ConfigDict, Field, model_validator
 
 from kinfer.api.common import Condition, Duration, Model, Placement, Resources, StatusModel, seconds
-from kinfer.api.schedule import Stage, total_duration
+from kinfer.api.schedule import Stage, check_one_kind, is_closed, total_duration
 
 Arrival = Literal["poisson", "uniform", "burst"]
 Protocol = Literal["raw", "v2"]
@@ -18,6 +19,8 @@ Mode = Literal["schedule", "capacity"]
 DEFAULT_LOADGEN_IMAGE = "kinfer/loadgen:0.1.0"
 DEFAULT_CONTROL_PORT = 8089
 PAYLOAD_PATTERN = r"^(none|dataset:.+|file:.+)$"
+#: Most images one request may carry.
+MAX_BATCH_SIZE = 1024
 
 
 class Target(Model):
@@ -40,11 +43,19 @@ class Target(Model):
     )
     protocol: Protocol = Field(default="raw", description="raw bytes or v2 (Open Inference Protocol JSON).")
     timeout_ms: int = Field(default=10_000, ge=1, le=600_000, description="Per-request timeout in ms.")
+    batch_size: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="Images per request (protocol v2: one BYTES tensor of shape [batchSize]).",
+    )
 
     @model_validator(mode="after")
     def _service_or_url(self) -> Self:
         if (self.service is None) == (self.url is None):
             raise ValueError("target needs exactly one of 'service' or 'url'")
+        if self.batch_size > 1 and (self.protocol != "v2" or self.payload == "none"):
+            raise ValueError("target.batchSize > 1 needs protocol v2 and a payload (dataset:DIR or file:PATH)")
         return self
 
 
@@ -66,13 +77,28 @@ class CapacitySearch(Model):
     precision: float = Field(
         default=0.05, gt=0, lt=1, description="Stop when the bracket is narrower than this fraction."
     )
+    warmup: Duration | None = Field(
+        default=None, description="Sending before a probe's measurement starts, discarded (default: one window)."
+    )
+    tolerance: float = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="A probe is stable when its last 3 windows' p99 and throughput lie within this "
+        "fraction of their mean.",
+    )
+    max_windows: int = Field(
+        default=10, ge=3, le=100, description="Most measurement windows per probe; unstable after that."
+    )
 
     def max_duration_s(self) -> float:
         """An upper bound on the search's length: doubling from minRPS to maxRPS, then bisecting to
-        the precision, one probe (plus a pause) each."""
+        the precision, one probe (warm-up, at most maxWindows windows of probeDuration/3, a pause) each."""
         growth = math.ceil(math.log2(self.max_rps / self.min_rps)) + 1
         bisection = math.ceil(math.log2(1 / self.precision)) + 1
-        return (growth + bisection) * (seconds(self.probe_duration) + 1.0)
+        window = seconds(self.probe_duration) / 3
+        warmup = window if self.warmup is None else seconds(self.warmup)
+        return (growth + bisection) * (warmup + self.max_windows * (window + 1.0) + 2.0)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -81,6 +107,11 @@ class CapacitySearch(Model):
         if seconds(self.probe_duration) <= 0:
             raise ValueError("capacity.probeDuration must be > 0")
         return self
+
+    @property
+    def warmup_s(self) -> float | None:
+        """Warm-up in seconds (``None``: one window)."""
+        return None if self.warmup is None else seconds(self.warmup)
 
 
 class LoadExperimentSpec(Placement):
@@ -92,11 +123,22 @@ class LoadExperimentSpec(Placement):
     )
     seed: int | None = Field(default=None, ge=0, description="Random seed for arrivals and payloads.")
     schedule: list[Stage] = Field(
-        default_factory=list, description="Stages {rps, duration} or {rampTo, duration}, run in order."
+        default_factory=list,
+        description="Stages {rps, duration} or {rampTo, duration} (open loop), or {concurrency, duration} "
+        "(closed loop), run in order; all-rate or all-concurrency.",
     )
     loop: bool = Field(default=False, description="Repeat the schedule until stopped.")
+    think_time: Duration | None = Field(
+        default=None, description="Closed loop: pause of each client between a response and its next request."
+    )
+    requests: int | None = Field(
+        default=None, ge=1, description="Stop after this many requests in total (or at the schedule's end)."
+    )
     intensity: float | None = Field(
-        default=None, ge=0, le=1_000_000, description="Live rate override (requests/s); remove to resume."
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="Live override (requests/s; clients in a closed-loop stage); remove to resume.",
     )
     window_size: int = Field(default=60, ge=1, le=3600, description="Records in the moving window.")
     record_interval: Duration = Field(default="1s", description="Time between records.")
@@ -125,7 +167,32 @@ class LoadExperimentSpec(Placement):
             raise ValueError("mode capacity needs an slo to search against")
         if self.mode == "capacity" and self.parallelism > 1:
             raise ValueError("mode capacity runs one generator: parallelism must be 1")
+        check_one_kind(self.schedule, "schedule")
+        closed = is_closed(self.schedule)
+        if closed and self.mode == "capacity":
+            raise ValueError("schedule[0].concurrency: mode capacity searches a rate (open loop), not clients")
+        if self.think_time is not None and not closed:
+            raise ValueError("thinkTime needs a closed-loop schedule (stages {concurrency, duration})")
+        if self.think_time is not None and seconds(self.think_time) < 0:
+            raise ValueError("thinkTime must be >= 0")
+        if closed and self.parallelism > 1:
+            for index, stage in enumerate(self.schedule):
+                if (stage.concurrency or 0) % self.parallelism:
+                    raise ValueError(
+                        f"schedule[{index}].concurrency {stage.concurrency} must be a multiple of "
+                        f"parallelism {self.parallelism} (each generator pod runs its share of the clients)"
+                    )
         return self
+
+    @property
+    def closed(self) -> bool:
+        """Whether the schedule is closed loop (stages of ``concurrency``)."""
+        return is_closed(self.schedule)
+
+    @property
+    def think_time_s(self) -> float:
+        """Think time in seconds (0 when unset)."""
+        return 0.0 if self.think_time is None else seconds(self.think_time)
 
     @property
     def record_interval_s(self) -> float:
@@ -148,6 +215,7 @@ class StageRef(StatusModel):
 
     index: int = Field(description="0-based index into spec.schedule.")
     rps: float | None = Field(default=None, description="The stage's rate now (ramps change it).")
+    concurrency: int | None = Field(default=None, description="Closed loop: the stage's clients.")
     ends_at: str | None = Field(default=None, description="RFC 3339 time the stage ends.")
 
 
@@ -167,6 +235,10 @@ class Record(StatusModel):
     avg_qps: float | None = Field(default=None, description="Mean realQPS over the window.")
     service_rate: float | None = Field(default=None, description="avgQPS / avgRPS over the window.")
     avg99th_ms: float | None = Field(default=None, description="Mean of per-record p99 over the window.")
+    concurrency: int | None = Field(default=None, description="Closed loop: clients at the record's end.")
+    images_per_s: float | None = Field(
+        default=None, description="Images completed in the interval (per s): realQPS × batch size."
+    )
 
 
 #: records.csv columns and the record fields of every snapshot, in order (DESIGN.md §9).
@@ -189,6 +261,7 @@ class StageSummary(StatusModel):
 
     index: int = Field(description="Stage index.")
     rps: float | None = Field(default=None, description="Offered rate (end rate for ramps).")
+    concurrency: int | None = Field(default=None, description="Closed loop: the stage's clients.")
     duration_s: float | None = Field(default=None, description="Stage length, s.")
     sent: int = Field(default=0, description="Requests sent.")
     completed: int = Field(default=0, description="Responses received without error.")
@@ -196,6 +269,8 @@ class StageSummary(StatusModel):
     dropped: int = Field(default=0, description="Dropped at maxInFlight.")
     latency_ms: Percentiles | None = Field(default=None, description="Latency from the scheduled time.")
     service_rate: float | None = Field(default=None, description="completed / sent.")
+    requests_per_s: float | None = Field(default=None, description="Throughput: responses per second.")
+    images_per_s: float | None = Field(default=None, description="Throughput: images per second.")
 
 
 class CapacityProbe(StatusModel):
@@ -204,6 +279,8 @@ class CapacityProbe(StatusModel):
     rps: float = Field(description="Probed rate.")
     p99_ms: float | None = Field(default=None, description="p99 at that rate, ms.")
     service_rate: float | None = Field(default=None, description="completed / sent at that rate.")
+    samples: int | None = Field(default=None, description="Responses the verdict was judged on.")
+    stable: bool | None = Field(default=None, description="Whether the last 3 windows agreed.")
 
 
 class CapacityResult(StatusModel):
@@ -230,6 +307,7 @@ class LoadExperimentStatus(StatusModel):
     target_url: str | None = Field(default=None, description="Resolved URL requests go to.")
     stage: StageRef | None = Field(default=None, description="Current stage.")
     target_rps: float | None = Field(default=None, description="Offered rate now (schedule or intensity).")
+    concurrency: int | None = Field(default=None, description="Closed loop: clients now.")
     live: Record | None = Field(default=None, description="The last record.")
     avg_rps: float | None = Field(default=None, description="Mean sent rate over the window.")
     avg_qps: float | None = Field(default=None, description="Mean completed rate over the window.")

@@ -99,7 +99,9 @@ def schedule_document(lexp: LoadExperiment) -> dict[str, Any]:
     stages = []
     for stage in lexp.spec.schedule:
         out: dict[str, Any] = {"duration": stage.duration}
-        if stage.rps is not None:
+        if stage.concurrency is not None:
+            out["concurrency"] = stage.concurrency // n  # a multiple of parallelism (validated)
+        elif stage.rps is not None:
             out["rps"] = share(stage.rps, n)
         else:
             out["rampTo"] = share(stage.end_rps, n)

@@ -26,7 +26,7 @@ from typing import Any
 
 from kinfer.api.loadexperiment import SLO
 from kinfer.api.schedule import Stage
-from kinfer.api.slo import evaluate
+from kinfer.api.slo import capacity_verdict, evaluate
 from kinfer.loadgen.config import LoadgenConfig
 from kinfer.loadgen.engine import GeneratorSpec, Snapshot
 from kinfer.loadgen.plan import RatePlan
@@ -239,7 +239,11 @@ class CapacityRun(Run):
         completed = bucket.completed if bucket else 0
         dropped = bucket.dropped if bucket else 0
         p99 = percentile_ms(bucket.latency, 99.0) if bucket else None
-        verdict = evaluate(self.slo, p99, sent, completed, dropped)
+        latency = bucket.latency if bucket else None
+        verdict = evaluate(
+            self.slo, p99, sent, completed, dropped,
+            latency_at=lambda q: None if latency is None else percentile_ms(latency, q),
+        )  # fmt: skip
         offered = sent + dropped
         return Probe(
             rps=rate,
@@ -274,6 +278,10 @@ class CapacityRun(Run):
         ends = self._probe_started + timedelta(seconds=self.config.probe_duration)
         return {"index": index, "rps": self._stages[index].end_rps, "endsAt": iso(ends)}
 
+    def stage_elapsed(self) -> float | None:
+        """Probes are stages of their configured length (the pauses between them lie outside)."""
+        return None
+
     def status(self) -> dict[str, Any]:
         """Schedule mode's snapshot plus ``mode`` and the ``capacity`` found so far."""
         out = super().status()
@@ -289,6 +297,7 @@ class CapacityRun(Run):
         out["mode"] = "capacity"
         out["capacity"] = cap
         out["slo"]["met"] = cap["rps"] is not None
+        out["slo"]["message"] = capacity_verdict(cap).message
         return out
 
 

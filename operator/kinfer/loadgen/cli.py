@@ -34,27 +34,37 @@ def build_parser() -> argparse.ArgumentParser:
     """The flags of DESIGN.md §9, plus --linger, --control-host, --input-name and the SLO flags."""
     p = _Parser(
         prog="kinfer loadgen",
-        description="Open-loop HTTP load generator; latency is measured from each request's scheduled "
-        "send time. Every flag can also be set as KINFER_LOADGEN_<FLAG> (e.g. KINFER_LOADGEN_RPS=50).",
+        description="HTTP load generator. Open loop (--rps/--schedule): latency is measured from each "
+        "request's scheduled send time. Closed loop (--concurrency): N clients send back to back, latency "
+        "from the actual send. Every flag can also be set as KINFER_LOADGEN_<FLAG> (e.g. KINFER_LOADGEN_RPS=50).",
     )
     p.add_argument("url", nargs="?", help="target URL, http://host[:port]/path")
     rate = p.add_argument_group("rate")
     rate.add_argument("--rps", type=float, help="constant offered rate, requests/s")
-    rate.add_argument("--schedule", help="YAML/JSON file: list of {rps, duration} / {rampTo, duration}")
+    rate.add_argument("--schedule", help="YAML/JSON file: list of {rps, duration} / {rampTo, duration}, "
+                      "or (closed loop) {concurrency, duration}")  # fmt: skip
     rate.add_argument("--duration", help="run length: seconds or 10s/2m (default 60 with --rps)")
     rate.add_argument("--arrival", choices=["poisson", "uniform", "burst"], help="default poisson")
     rate.add_argument("--seed", type=int, help="seed for arrivals and payload choice")
+    rate.add_argument("--requests", type=int, help="stop after this many requests in total")
+    closed = p.add_argument_group("closed loop (clients send back to back; hides queueing)")
+    closed.add_argument("--concurrency", type=int, help="clients, each sending when its last response came")
+    closed.add_argument("--think-time", help="each client's pause before its next request, seconds (default 0)")
     cap = p.add_argument_group("capacity mode (find the highest rate meeting the SLO)")
     cap.add_argument("--mode", choices=["schedule", "capacity"], help="default schedule")
     cap.add_argument("--min-rps", type=float, help="lowest rate probed (default 1)")
     cap.add_argument("--max-rps", type=float, help="highest rate probed (default 1000)")
     cap.add_argument("--probe-duration", help="length of each probe: seconds or 10s/2m (default 10s)")
     cap.add_argument("--precision", type=float, help="stop when (hi - lo) / hi < this (default 0.05)")
+    cap.add_argument("--warmup", help="sending discarded before a probe's windows (default one window)")
+    cap.add_argument("--tolerance", type=float, help="3 windows agree within this fraction (default 0.1)")
+    cap.add_argument("--max-windows", type=int, help="most windows per probe, unstable after (default 10)")
     req = p.add_argument_group("requests")
     req.add_argument("--method", choices=["GET", "POST", "PUT", "get", "post", "put"])
     req.add_argument("--payload", help="none | dataset:DIR | file:PATH (default none)")
     req.add_argument("--protocol", choices=["raw", "v2"], help="raw bytes or Open Inference Protocol JSON")
     req.add_argument("--input-name", help="tensor name in v2 requests (default input)")
+    req.add_argument("--batch-size", type=int, help="images per request (--protocol v2; default 1)")
     req.add_argument("--timeout-ms", type=float, help="per-request timeout (default 10000)")
     req.add_argument("--max-in-flight", type=int, help="beyond this, requests are counted dropped")
     rec = p.add_argument_group("recording")

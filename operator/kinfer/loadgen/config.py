@@ -19,8 +19,8 @@ import yaml
 from pydantic import ValidationError
 
 from kinfer.api.durations import parse_duration
-from kinfer.api.loadexperiment import CapacitySearch
-from kinfer.api.schedule import Schedule, Stage
+from kinfer.api.loadexperiment import MAX_BATCH_SIZE, CapacitySearch
+from kinfer.api.schedule import MAX_CONCURRENCY, Schedule, Stage, is_closed
 from kinfer.loadgen.arrivals import ArrivalKind
 from kinfer.loadgen.httpclient import Target
 from kinfer.loadgen.payloads import PayloadError, PayloadSpec, Protocol, load_bodies
@@ -74,11 +74,27 @@ class LoadgenConfig:
     max_rps: float = _CAPACITY_DEFAULTS.max_rps
     probe_duration: float = 10.0
     precision: float = _CAPACITY_DEFAULTS.precision
+    #: Capacity mode: discarded sending before each probe's windows (``None``: one window), the
+    #: windows' agreement needed (relative) and the most windows a probe may take.
+    warmup: float | None = None
+    tolerance: float = _CAPACITY_DEFAULTS.tolerance
+    max_windows: int = _CAPACITY_DEFAULTS.max_windows
+    #: Closed loop: each client's pause between a response and its next request, seconds.
+    think_time: float = 0.0
+    #: Stop after this many requests (offered: sent + dropped) in total; ``None``: no limit.
+    requests: int | None = None
+    #: Images per request (``--protocol v2``: one BYTES tensor of shape [batch_size]).
+    batch_size: int = 1
 
     @property
     def window_records(self) -> int:
         """How many records the window aggregates span."""
         return max(1, round(self.window / self.interval))
+
+    @property
+    def closed(self) -> bool:
+        """Whether the schedule is closed loop (clients, not rates)."""
+        return is_closed(self.stages)
 
 
 def parse_target(url: str, *, resolve: bool = True) -> Target:
@@ -144,15 +160,26 @@ def build_config(args: dict[str, Any], *, resolve: bool = True) -> LoadgenConfig
         raise ConfigError("missing URL (positional argument or KINFER_LOADGEN_URL)")
     target = parse_target(url, resolve=resolve)
 
-    rps, schedule_file = args.get("rps"), args.get("schedule")
-    if rps is not None and schedule_file is not None:
-        raise ConfigError("give --rps or --schedule, not both")
+    rps, schedule_file, concurrency = args.get("rps"), args.get("schedule"), args.get("concurrency")
+    given = [flag for flag, v in (("--rps", rps), ("--schedule", schedule_file), ("--concurrency", concurrency))
+             if v is not None]  # fmt: skip
+    if len(given) > 1:
+        raise ConfigError(f"give one of --rps, --schedule or --concurrency, not {' and '.join(given)}")
     duration = duration_arg("--duration", args.get("duration"))
+    requests = args.get("requests")
+    if requests is not None and requests < 1:
+        raise ConfigError(f"--requests must be >= 1, got {requests!r}")
+    # a request count without a duration runs until the count is reached
+    open_end = math.inf if requests is not None else DEFAULT_DURATION_S
     mode = args.get("mode") or "schedule"
     capacity = capacity_args(args, mode)
     if capacity is not None:
-        if rps is not None or schedule_file is not None or duration is not None:
-            raise ConfigError("--mode capacity chooses the rates itself: drop --rps/--schedule/--duration")
+        if rps is not None or schedule_file is not None or duration is not None or concurrency is not None:
+            raise ConfigError(
+                "--mode capacity chooses the rates itself: drop --rps/--schedule/--duration/--concurrency"
+            )
+        if requests is not None:
+            raise ConfigError("--requests does not apply to --mode capacity (each probe decides its length)")
         if args.get("slo_p99_ms") is None and args.get("min_success_rate") is None:
             raise ConfigError("--mode capacity needs an SLO: --slo-p99-ms X and/or --min-success-rate R")
         end = capacity["probe_duration"]
@@ -161,13 +188,24 @@ def build_config(args: dict[str, Any], *, resolve: bool = True) -> LoadgenConfig
         schedule = load_schedule(Path(schedule_file))
         stages, loop = schedule.stages, schedule.loop
         end = duration if duration is not None else math.inf if loop else schedule.duration_s
+    elif concurrency is not None:
+        if not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise ConfigError(f"--concurrency must be 1..{MAX_CONCURRENCY}, got {concurrency!r}")
+        end = duration if duration is not None else open_end
+        stage_s = end if math.isfinite(end) else 365 * 86400.0
+        stages, loop = [Stage(concurrency=concurrency, duration=f"{stage_s:.6f}s")], False
     else:
         if rps is None:
             raise ConfigError("give a rate: --rps N or --schedule FILE")
         if not math.isfinite(rps) or rps < 0:
             raise ConfigError(f"--rps must be a number >= 0, got {rps!r}")
-        end = duration if duration is not None else DEFAULT_DURATION_S
-        stages, loop = [Stage(rps=rps, duration=f"{end:.6f}s")], False
+        end = duration if duration is not None else open_end
+        stage_s = end if math.isfinite(end) else 365 * 86400.0
+        stages, loop = [Stage(rps=rps, duration=f"{stage_s:.6f}s")], False
+    closed = is_closed(stages)
+    think = duration_arg("--think-time", args.get("think_time"), positive=False)
+    if think is not None and not closed:
+        raise ConfigError("--think-time needs a closed loop: --concurrency N or a schedule of {concurrency, duration}")
 
     try:
         payload = PayloadSpec.parse(args.get("payload") or "none")
@@ -178,8 +216,13 @@ def build_config(args: dict[str, Any], *, resolve: bool = True) -> LoadgenConfig
     if protocol is Protocol.V2 and method != "POST":
         raise ConfigError(f"--protocol v2 sends POST requests, not --method {method}")
     input_name = args.get("input_name") or "input"
+    batch_size = args.get("batch_size") or 1
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(f"--batch-size must be 1..{MAX_BATCH_SIZE}, got {batch_size!r}")
+    if batch_size > 1 and protocol is not Protocol.V2:
+        raise ConfigError(f"--batch-size {batch_size} needs --protocol v2 (one BYTES tensor of shape [N])")
     try:
-        load_bodies(payload, protocol, input_name)
+        load_bodies(payload, protocol, input_name, batch_size)
     except PayloadError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -229,6 +272,9 @@ def build_config(args: dict[str, Any], *, resolve: bool = True) -> LoadgenConfig
         min_success_rate=rate,
         worker_cpus=worker_cpus,
         mode=mode,
+        think_time=think or 0.0,
+        requests=requests,
+        batch_size=batch_size,
         **(capacity or {}),
     )
 
@@ -236,7 +282,8 @@ def build_config(args: dict[str, Any], *, resolve: bool = True) -> LoadgenConfig
 def capacity_args(args: dict[str, Any], mode: str) -> dict[str, Any] | None:
     """The capacity search's settings (``None`` in schedule mode, where giving any is an error)."""
     flags = {"--min-rps": "min_rps", "--max-rps": "max_rps", "--probe-duration": "probe_duration",
-             "--precision": "precision"}  # fmt: skip
+             "--precision": "precision", "--warmup": "warmup", "--tolerance": "tolerance",
+             "--max-windows": "max_windows"}  # fmt: skip
     if mode != "capacity":
         given = [flag for flag, key in flags.items() if args.get(key) is not None]
         if given:
@@ -255,7 +302,15 @@ def capacity_args(args: dict[str, Any], mode: str) -> dict[str, Any] | None:
         raise ConfigError(f"--precision must be between 0 and 1 (exclusive), got {precision!r}")
     probe = duration_arg("--probe-duration", args.get("probe_duration") or d.probe_duration)
     assert probe is not None
-    return {"min_rps": float(lo), "max_rps": float(hi), "probe_duration": probe, "precision": float(precision)}
+    warmup = duration_arg("--warmup", args.get("warmup"), positive=False)
+    tolerance = d.tolerance if args.get("tolerance") is None else args["tolerance"]
+    if not 0 < tolerance < 1:
+        raise ConfigError(f"--tolerance must be between 0 and 1 (exclusive), got {tolerance!r}")
+    max_windows = d.max_windows if args.get("max_windows") is None else args["max_windows"]
+    if not 3 <= max_windows <= 100:
+        raise ConfigError(f"--max-windows must be 3..100, got {max_windows!r}")
+    return {"min_rps": float(lo), "max_rps": float(hi), "probe_duration": probe, "precision": float(precision),
+            "warmup": warmup, "tolerance": float(tolerance), "max_windows": int(max_windows)}  # fmt: skip
 
 
 def parse_cpus(text: str | None) -> tuple[int, ...]:

@@ -1,10 +1,17 @@
-"""One generator: the open-loop send loop, completions into per-interval buckets, periodic snapshots.
+"""One generator: the open- or closed-loop send loop, completions into per-interval buckets, periodic
+snapshots.
 
-The send loop sleeps until each scheduled time and sends, whatever earlier requests are doing; a
-request that would exceed ``max_in_flight`` is counted ``dropped`` at its scheduled time, never delayed.
-Timestamps are ``time.monotonic()`` (the loop's own clock may be millisecond-grained); the last
-millisecond before a send is spent yielding to the loop rather than in a timer, whose resolution is
-too coarse for sub-millisecond schedules.
+Open loop: the send loop sleeps until each scheduled time and sends, whatever earlier requests are
+doing; a request that would exceed ``max_in_flight`` is counted ``dropped`` at its scheduled time, never
+delayed. Timestamps are ``time.monotonic()`` (the loop's own clock may be millisecond-grained); the
+last millisecond before a send is spent yielding to the loop rather than in a timer, whose resolution
+is too coarse for sub-millisecond schedules.
+
+Closed loop: ``clients`` virtual clients, each sending its next request from the completion callback
+of its previous one (after ``think_time``), with no task or timer per request; latency is measured
+from the actual send (there is no schedule), so a slow server slows the clients down instead of
+showing up as queueing (coordinated omission). A stage boundary or a live change of the number of
+clients starts new clients at once; surplus clients retire when their request completes.
 """
 
 from __future__ import annotations
@@ -31,6 +38,11 @@ SPIN_BELOW = 0.002
 SWEEP_EVERY = 0.05
 #: How long a stopped run waits for in-flight requests before counting them ``aborted``.
 STOP_GRACE = 1.0
+#: Closed loop: a client whose request failed to connect waits this long before its next one, so that
+#: an unreachable target is not hammered in a tight loop.
+CONNECT_RETRY_S = 0.01
+#: Closed loop: longest sleep of the client-count loop when nothing is scheduled to change, seconds.
+IDLE_WAIT_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,15 @@ class GeneratorSpec:
     phase: float = 0.0
     #: CPUs this generator's process is pinned to (empty: wherever the OS puts it).
     cpus: tuple[int, ...] = ()
+    #: Closed loop: each client's pause between a response and its next request, seconds.
+    think_time: float = 0.0
+    #: Stop after this many requests (offered: sent + dropped); ``None``: no limit.
+    requests: int | None = None
+    #: Images per request (v2 batches).
+    batch_size: int = 1
+    #: This generator's index among ``workers`` sharing the load (closed loop: clients are split).
+    worker: int = 0
+    workers: int = 1
 
 
 @dataclass
@@ -66,6 +87,8 @@ class Snapshot:
     in_flight: int
     buckets: dict[int, Bucket] = field(default_factory=dict)
     final: bool = False
+    #: Closed loop: this generator's clients at the end of the interval.
+    concurrency: int = 0
 
     def encode(self) -> dict[str, Any]:
         """A picklable form for the pipe from a worker process."""
@@ -75,6 +98,7 @@ class Snapshot:
             "targetRPS": self.target_rps,
             "inFlight": self.in_flight,
             "final": self.final,
+            "concurrency": self.concurrency,
             "buckets": {k: b.encode() for k, b in self.buckets.items()},
         }
 
@@ -87,6 +111,7 @@ class Snapshot:
             target_rps=data["targetRPS"],
             in_flight=data["inFlight"],
             final=data["final"],
+            concurrency=data.get("concurrency", 0),
             buckets={int(k): Bucket.decode(b) for k, b in data["buckets"].items()},
         )
 
@@ -102,12 +127,14 @@ class Generator:
     def __init__(self, spec: GeneratorSpec, sink: Callable[[Snapshot], None]) -> None:
         self.spec = spec
         self._sink = sink
-        bodies = load_bodies(spec.payload, spec.protocol, spec.input_name)
+        bodies = load_bodies(spec.payload, spec.protocol, spec.input_name, spec.batch_size)
         host = spec.target.host_header
         self._requests = [build_request(spec.method, spec.target.path, host, b) for b in bodies] or [
             build_request(spec.method, spec.target.path, host, None)
         ]
-        self.plan = RatePlan(spec.stages, loop=spec.loop, end=spec.end, share=spec.share)
+        self.plan = RatePlan(
+            spec.stages, loop=spec.loop, end=spec.end, share=spec.share, worker=spec.worker, workers=spec.workers
+        )
         self.arrivals = Arrivals(spec.arrival, self.plan, seed=spec.seed, phase=spec.phase)
         self._rng = random.Random(None if spec.seed is None else spec.seed + 7919)
         self.pool = ConnectionPool(spec.target, self._on_done, timeout=spec.timeout)
@@ -118,11 +145,19 @@ class Generator:
         self._drained: asyncio.Event | None = None
         self._t0 = 0.0
         self._k = 0
+        #: Requests this generator may still offer (``None``: no limit).
+        self._budget: int | None = spec.requests
+        # closed loop: clients running (sending or thinking), how many there should be, no new sends
+        self._clients = 0
+        self._clients_target = 0
+        self._ending = False
+        self._span = self.plan.span(0.0)
 
     # -- control ----------------------------------------------------------------------------------
 
     def set_intensity(self, rps: float | None) -> None:
-        """Override the schedule's total rate (``None``: back to the schedule); applies at once."""
+        """Override the schedule's total rate, or in a closed loop its number of clients (``None``: back
+        to the schedule); applies at once."""
         self.plan.override = rps
         self._wake()
 
@@ -149,7 +184,11 @@ class Generator:
         flusher = asyncio.create_task(self._flush_loop())
         sweeper = asyncio.create_task(self._sweep_loop())
         try:
-            await self._send_loop()
+            if self.plan.closed:
+                await self._closed_loop()
+            else:
+                await self._send_loop()
+            self._ending = True
             await self._drain(STOP_GRACE if self._stopped else self.spec.timeout + SWEEP_EVERY)
         finally:
             flusher.cancel()
@@ -202,6 +241,10 @@ class Generator:
             if not span.start <= t < span.end:
                 span = plan.span(t)
             bucket = buckets_get(span.index)
+            if self._budget is not None:
+                if self._budget <= 0:
+                    break
+                self._budget -= 1
             if pool.in_flight >= max_in_flight:
                 bucket.dropped += 1
                 continue
@@ -209,6 +252,64 @@ class Generator:
             sent = pool.send(data, due, span.index)
             bucket.sent += 1
             record_seconds(bucket.lag, sent - due)
+
+    async def _closed_loop(self) -> None:
+        """Keep this generator's share of the stage's clients running until the end, the request budget
+        or :meth:`stop`; the clients themselves send from completion callbacks (:meth:`_client_next`)."""
+        plan, t0, mono = self.plan, self._t0, time.monotonic
+        while not self._stopped and (delay := t0 - mono()) > 0:
+            await self._wait(delay)
+        while not self._stopped:
+            rel = mono() - t0
+            if rel >= plan.end or (self._budget is not None and self._budget <= 0):
+                break
+            self._span = plan.span(rel)
+            self._clients_target = plan.clients(rel)
+            while self._clients < self._clients_target and not self._ending:
+                self._clients += 1
+                self._client_next()
+            if self._changed:
+                self._changed = False
+                continue
+            await self._wait(min(plan.next_change(rel) - rel, IDLE_WAIT_S))
+            self._changed = False
+        self._ending = True
+
+    def _client_next(self) -> None:
+        """One client's next request, or its retirement (surplus client, budget spent, run over)."""
+        now = time.monotonic()
+        rel = now - self._t0
+        budget = self._budget
+        if (
+            self._ending
+            or self._stopped
+            or self._clients > self._clients_target
+            or rel >= self.plan.end
+            or (budget is not None and budget <= 0)
+        ):
+            self._clients -= 1
+            if not self._ending and not self._stopped:
+                self._wake()  # the loop notices the end (or the budget) at once
+            return
+        if budget is not None:
+            self._budget = budget - 1
+        span = self._span
+        if not span.start <= rel < span.end:
+            span = self._span = self.plan.span(rel)
+        requests = self._requests
+        data = requests[self._rng.randrange(len(requests))] if len(requests) > 1 else requests[0]
+        self._buckets_get(span.index).sent += 1
+        self.pool.send(data, now, span.index)
+
+    def _after_response(self, error: str | None) -> None:
+        """Closed loop: the client whose request just ended goes on (after its think time)."""
+        delay = self.spec.think_time
+        if error == "connection":
+            delay = max(delay, CONNECT_RETRY_S)
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._client_next)
+        else:
+            self._client_next()
 
     async def _wait(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -255,6 +356,8 @@ class Generator:
                 bucket.record_server_timing(timing)
         else:
             bucket.errors[error] += 1
+        if self.plan.closed and not self._ending:
+            self._after_response(error)
         if self._drained is not None and self.pool.in_flight == 0:
             self._drained.set()
 
@@ -277,6 +380,7 @@ class Generator:
         buckets, self._buckets = self._buckets, {}
         rel = time.monotonic() - self._t0
         target = 0.0 if self._stopped or math.isinf(rel) else self.plan.rate(rel)
-        snapshot = Snapshot(self._k, duration, target, self.pool.in_flight, buckets, final)
+        clients = 0 if self._stopped or self._ending or not self.plan.closed else self.plan.clients(rel)
+        snapshot = Snapshot(self._k, duration, target, self.pool.in_flight, buckets, final, clients)
         self._k += 1
         self._sink(snapshot)

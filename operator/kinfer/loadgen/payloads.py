@@ -10,6 +10,10 @@
 tensor, binary data base64-encoded as KServe's JSON convention for BYTES::
 
     {"inputs": [{"name": "<input name>", "shape": [1], "datatype": "BYTES", "data": ["<base64>"]}]}
+
+``--batch-size N`` (v2 only) puts N images in that one tensor, shape ``[N]`` (seed 001's batch client):
+body ``i`` of a dataset of M images carries images ``i, i+1, ..., i+N-1`` (mod M), so every image is
+sent equally often.
 """
 
 from __future__ import annotations
@@ -61,8 +65,11 @@ class Body:
     content_type: str
 
 
-def load_bodies(spec: PayloadSpec, protocol: Protocol, input_name: str = "input") -> list[Body]:
-    """Read the payload files into memory and encode them for ``protocol`` (empty list for ``none``)."""
+def load_bodies(spec: PayloadSpec, protocol: Protocol, input_name: str = "input", batch_size: int = 1) -> list[Body]:
+    """Read the payload files into memory and encode them for ``protocol`` (empty list for ``none``);
+    ``batch_size`` images per body (v2 only)."""
+    if batch_size > 1 and protocol is not Protocol.V2:
+        raise PayloadError(f"a batch of {batch_size} images per request needs --protocol v2")
     if spec.kind == "none":
         if protocol is Protocol.V2:
             raise PayloadError("--protocol v2 needs a payload (file:PATH or dataset:DIR)")
@@ -78,23 +85,34 @@ def load_bodies(spec: PayloadSpec, protocol: Protocol, input_name: str = "input"
         files = sorted(p for p in spec.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise PayloadError(f"dataset directory {str(spec.path)!r} holds no images")
-    return [encode_body(p.read_bytes(), p.name, protocol, input_name) for p in files]
+    if batch_size == 1:
+        return [encode_body(p.read_bytes(), p.name, protocol, input_name) for p in files]
+    images = [p.read_bytes() for p in files]
+    return [
+        encode_batch([images[(i + k) % len(images)] for k in range(batch_size)], input_name)
+        for i in range(len(images))
+    ]
+
+
+def encode_batch(images: list[bytes], input_name: str = "input") -> Body:
+    """A v2 request carrying ``images`` as one BYTES tensor of shape ``[len(images)]``."""
+    request = {
+        "inputs": [
+            {
+                "name": input_name,
+                "shape": [len(images)],
+                "datatype": "BYTES",
+                "data": [base64.b64encode(data).decode("ascii") for data in images],
+            }
+        ]
+    }
+    return Body(json.dumps(request, separators=(",", ":")).encode(), "application/json")
 
 
 def encode_body(data: bytes, filename: str, protocol: Protocol, input_name: str = "input") -> Body:
     """The body for one file under ``protocol``."""
     if protocol is Protocol.V2:
-        request = {
-            "inputs": [
-                {
-                    "name": input_name,
-                    "shape": [1],
-                    "datatype": "BYTES",
-                    "data": [base64.b64encode(data).decode("ascii")],
-                }
-            ]
-        }
-        return Body(json.dumps(request, separators=(",", ":")).encode(), "application/json")
+        return encode_batch([data], input_name)
     content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
     return Body(data, content_type)
 

@@ -1,7 +1,8 @@
 """The offered rate over time: a schedule of stages, optionally looped, and a live override.
 
 A generator process owns ``share`` of the total rate (``--processes N`` gives each ``1/N``), so the sum
-over processes is the schedule's rate.
+over processes is the schedule's rate. A closed-loop schedule (stages of ``concurrency``) has no rate:
+its clients are split between processes instead (process ``worker`` of ``workers`` runs its part).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kinfer.api.schedule import Stage, rate_at
+from kinfer.api.schedule import Stage, is_closed, rate_at
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,26 @@ class RatePlan:
     bookkeeping (which stage a request belongs to, when the run ends) always follows the schedule.
     """
 
-    def __init__(self, stages: Sequence[Stage], *, loop: bool, end: float, share: float = 1.0) -> None:
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        *,
+        loop: bool,
+        end: float,
+        share: float = 1.0,
+        worker: int = 0,
+        workers: int = 1,
+    ) -> None:
         if not stages:
             raise ValueError("a rate plan needs at least one stage")
         self.stages = list(stages)
         self.loop = loop
         self.end = end
         self.share = share
+        self.worker = worker
+        self.workers = workers
+        #: Closed loop: ``override`` is a number of clients, not a rate.
+        self.closed = is_closed(self.stages)
         self.override: float | None = None
         self._bounds: list[float] = []
         total = 0.0
@@ -47,16 +61,30 @@ class RatePlan:
 
     def scheduled_rate(self, t: float) -> float:
         """The schedule's total rate at ``t`` (all processes together), ignoring the override."""
-        if t >= self.end or t < 0:
+        if t >= self.end or t < 0 or self.closed:
             return 0.0
         index, rate = rate_at(self.stages, t, self.loop)
         return rate if index >= 0 else 0.0
 
     def target(self, t: float) -> float:
-        """The total target rate at ``t``: the override if set, else the schedule."""
-        if t >= self.end or t < 0:
+        """The total target rate at ``t``: the override if set, else the schedule (0 in a closed loop)."""
+        if t >= self.end or t < 0 or self.closed:
             return 0.0
         return self.override if self.override is not None else self.scheduled_rate(t)
+
+    def concurrency(self, t: float) -> int:
+        """Closed loop: the total number of clients at ``t`` (the override if set, else the stage's)."""
+        if t >= self.end or t < 0 or not self.closed:
+            return 0
+        if self.override is not None:
+            return round(self.override)
+        return self.stages[self.span(t).index].concurrency or 0
+
+    def clients(self, t: float) -> int:
+        """Closed loop: this process's part of :meth:`concurrency` (the first ``total % workers``
+        processes run one more)."""
+        total = self.concurrency(t)
+        return total // self.workers + (1 if self.worker < total % self.workers else 0)
 
     def rate(self, t: float) -> float:
         """This process's rate at ``t``."""
@@ -74,6 +102,19 @@ class RatePlan:
         index = min(index, len(self.stages) - 1)
         start = self._bounds[index - 1] if index > 0 else 0.0
         return StageSpan(index, base + start, min(base + self._bounds[index], self.end))
+
+    def time_in_stage(self, index: int, until: float) -> float:
+        """Seconds of [0, ``until``) (and before the end) that fall in stage ``index``, every loop counted."""
+        until = min(until, self.end)
+        if until <= 0:
+            return 0.0
+        start = self._bounds[index - 1] if index > 0 else 0.0
+        end = self._bounds[index]
+        cycles, rest = 0, until
+        if self.loop and self.period > 0:
+            cycles = math.floor(until / self.period)
+            rest = until - cycles * self.period
+        return cycles * (end - start) + min(max(rest - start, 0.0), end - start)
 
     def next_change(self, t: float) -> float:
         """The first stage boundary (or the end) strictly after ``t``: a constant rate holds until then."""

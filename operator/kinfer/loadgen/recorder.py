@@ -3,8 +3,9 @@
 Names follow DESIGN.md §4: per record ``realRPS`` (requests actually sent), ``realQPS`` (successful
 responses), ``errors``, ``dropped``, ``p50Ms``/``p99Ms``/``maxMs`` (latency from the scheduled send time
 of the responses completed in the interval); over the last ``window`` records ``avgRPS``, ``avgQPS``,
-``serviceRate`` = avgQPS/avgRPS and ``avg99thMs`` = mean of the per-record p99. Snapshots of several
-generator processes are merged exactly before anything is computed.
+``serviceRate`` = avgQPS/avgRPS and ``avg99thMs`` = mean of the per-record p99; ``imagesPerS`` is
+realQPS × the batch size, ``concurrency`` the closed loop's clients (empty in an open loop). Snapshots
+of several generator processes are merged exactly before anything is computed.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Record:
     send_lag_p99_ms: float | None = None
     service_time_p99_ms: float | None = None
     server_timing_ms: dict[str, float] = field(default_factory=dict)
+    concurrency: int | None = None
+    images_per_s: float = 0.0
 
     def csv_values(self) -> dict[str, Any]:
         """The row for records.csv (empty cells where nothing was measured)."""
@@ -76,19 +79,25 @@ class Record:
             "sendLagP99Ms": _round(self.send_lag_p99_ms),
             "serviceTimeP99Ms": _round(self.service_time_p99_ms),
             "serverTimingMs": {k: round(v, 3) for k, v in self.server_timing_ms.items()},
+            "concurrency": self.concurrency,
+            "imagesPerS": round(self.images_per_s, 3),
         }
 
 
-def stage_rps(plan: RatePlan, index: int) -> float:
-    """The configured rate of stage ``index`` (a ramp's target rate)."""
-    return plan.stages[index].end_rps
+def stage_rps(plan: RatePlan, index: int) -> float | None:
+    """The configured rate of stage ``index`` (a ramp's target rate; ``None`` for a closed-loop stage)."""
+    stage = plan.stages[index]
+    return None if stage.closed else stage.end_rps
 
 
 class Recorder:
     """Collects snapshots from ``generators`` processes; emits a :class:`Record` per complete interval."""
 
-    def __init__(self, plan: RatePlan, *, interval: float, window: int, generators: int = 1) -> None:
+    def __init__(
+        self, plan: RatePlan, *, interval: float, window: int, generators: int = 1, batch_size: int = 1
+    ) -> None:
         self.plan = plan
+        self.batch_size = batch_size
         self.interval = interval
         self.window = max(1, window)
         self.generators = generators
@@ -158,6 +167,8 @@ class Recorder:
             send_lag_p99_ms=percentile_ms(merged.lag, 99.0),
             service_time_p99_ms=percentile_ms(merged.service, 99.0),
             server_timing_ms=merged.server_timing_means_ms(),
+            concurrency=sum(s.concurrency for s in snapshots) if self.plan.closed else None,
+            images_per_s=merged.completed * self.batch_size / self.interval,
         )
         self._recent.append(record)
         window_aggregates(record, self._recent)
@@ -167,18 +178,25 @@ class Recorder:
 
     # -- summaries --------------------------------------------------------------------------------
 
-    def stage_summaries(self) -> list[dict[str, Any]]:
-        """Per-stage summaries (stages reached so far, in schedule order)."""
+    def stage_summaries(self, elapsed: float | None = None) -> list[dict[str, Any]]:
+        """Per-stage summaries (stages reached so far, in schedule order). With ``elapsed`` (seconds the
+        run has sent so far), ``durationS`` is the time actually spent in the stage (a run cut short by
+        ``--requests`` or a stop spends less than the schedule says) and throughput is per that time."""
         out = []
         for index in sorted(self.stages):
             b = self.stages[index]
             stage = self.plan.stages[index]
+            seconds = stage.duration_s if elapsed is None else self.plan.time_in_stage(index, elapsed)
+            per_s = b.completed / seconds if seconds > 0 else None
             out.append(
                 {
                     "index": index,
                     "rps": stage_rps(self.plan, index),
+                    "concurrency": stage.concurrency,
                     "ramp": stage.ramp_to is not None,
-                    "durationS": stage.duration_s,
+                    "durationS": round(seconds, 3),
+                    "requestsPerS": _round(per_s),
+                    "imagesPerS": _round(None if per_s is None else per_s * self.batch_size),
                     "sent": b.sent,
                     "completed": b.completed,
                     "errors": b.error_count,

@@ -5,7 +5,9 @@ measurement; ``kinfer run`` calls it again after adding the server's resource sa
 the generator wrote (``summary.json``, ``records.csv``) and, when present, the server's
 CPU/memory per record (``server_resources.csv``, written by ``kinfer run``). Plots: offered/sent/
 completed rates and p50/p99 over time with stage boundaries; p99 against offered rate per stage (the
-seed's RPS -> p99 table as a curve); server CPU and memory over time.
+seed's RPS -> p99 table as a curve); server CPU and memory over time. A closed-loop run (``"mode":
+"closed"``) is labelled as such (latency from the actual send; closed loops hide queueing) and shows
+throughput (requests/s and images/s) and latency against the number of clients instead.
 """
 
 from __future__ import annotations
@@ -60,18 +62,26 @@ def _plots(out: Path, summary: dict[str, Any], records: list[dict[str, str]],
         for edge in edges:
             ax.axvline(edge, color="grey", linestyle=":", linewidth=0.8)
 
+    closed = summary.get("mode") == "closed"
     if records:
         t = _col(records, "t")
         fig, ax = plt.subplots(figsize=(9, 3.6))
-        ax.plot(
-            t,
-            _col(records, "targetRPS"),
-            label="target RPS",
-            color="black",
-            linestyle="--",
-            linewidth=1,
-            drawstyle="steps-pre",
-        )
+        if not closed:
+            ax.plot(
+                t,
+                _col(records, "targetRPS"),
+                label="target RPS",
+                color="black",
+                linestyle="--",
+                linewidth=1,
+                drawstyle="steps-pre",
+            )
+        else:
+            ax2 = ax.twinx()
+            ax2.plot(t, _col(records, "concurrency"), color="black", linestyle="--", linewidth=1,
+                     drawstyle="steps-pre", label="clients")  # fmt: skip
+            ax2.set_ylabel("clients")
+            ax2.legend(loc="upper right")
         ax.plot(t, _col(records, "realRPS"), label="realRPS (sent)")
         ax.plot(t, _col(records, "realQPS"), label="realQPS (completed)")
         boundaries(ax)
@@ -87,15 +97,35 @@ def _plots(out: Path, summary: dict[str, Any], records: list[dict[str, str]],
         ax.plot(t, _col(records, "p99Ms"), label="p99 (queryTime)")
         ax.plot(t, _col(records, "avg99thMs"), label="Avg99th (window)")
         boundaries(ax)
-        ax.set(xlabel="time (s)", ylabel="ms (from scheduled send)", title="Latency")
+        origin = "actual send, closed loop" if closed else "scheduled send"
+        ax.set(xlabel="time (s)", ylabel=f"ms (from {origin})", title="Latency")
         ax.legend(loc="upper left")
         fig.tight_layout()
         fig.savefig(out / "latency.png", dpi=100)
         plt.close(fig)
-        made.append(("latency.png", "Latency per record, measured from the scheduled send time"))
+        made.append(("latency.png", f"Latency per record, measured from the {origin} time"))
 
     stages = [s for s in summary.get("stages") or [] if (s.get("latencyMs") or {}).get("p99") is not None]
-    if stages:
+    if stages and closed:
+        by_clients = sorted(stages, key=lambda s: float(s.get("concurrency") or 0))
+        clients = [float(s.get("concurrency") or 0) for s in by_clients]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(clients, [s.get("requestsPerS") for s in by_clients], marker="o", label="requests/s")
+        if int(summary.get("batchSize") or 1) > 1:
+            ax.plot(clients, [s.get("imagesPerS") for s in by_clients], marker="s", label="images/s")
+        ax.set(xlabel="clients (concurrency)", ylabel="completed per second",
+               title="Closed loop: throughput vs concurrency")  # fmt: skip
+        ax2 = ax.twinx()
+        ax2.plot(clients, [s["latencyMs"]["p99"] for s in by_clients], marker=".", color="tab:red",
+                 linestyle=":", label="p99 ms (from send)")  # fmt: skip
+        ax2.set_ylabel("p99 ms")
+        fig.legend(loc="upper left")
+        fig.tight_layout()
+        fig.savefig(out / "throughput_vs_concurrency.png", dpi=100)
+        plt.close(fig)
+        made.append(("throughput_vs_concurrency.png",
+                     "Closed loop: completed requests/s (and images/s) and p99 per stage against clients"))  # fmt: skip
+    elif stages:
         fig, ax = plt.subplots(figsize=(6, 4))
         rps = [float(s.get("rps") or 0) for s in stages]
         ax.plot(rps, [s["latencyMs"]["p99"] for s in stages], marker="o", label="p99")
@@ -163,14 +193,34 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _stage_rows(summary: dict[str, Any]) -> list[list[Any]]:
+    closed = summary.get("mode") == "closed"
     rows = []
     for i, s in enumerate(summary.get("stages") or []):
         lat = s.get("latencyMs") or {}
         sr = s.get("serviceRate")
-        rows.append([i, s.get("rps"), s.get("durationS"), s.get("sent"), s.get("completed"), s.get("errors"),
-                     s.get("dropped"), lat.get("p50"), lat.get("p90"), lat.get("p99"), lat.get("p999"),
+        rows.append([i, s.get("concurrency") if closed else s.get("rps"), s.get("durationS"), s.get("sent"),
+                     s.get("completed"), s.get("errors"), s.get("dropped"), s.get("requestsPerS"),
+                     s.get("imagesPerS"), lat.get("p50"), lat.get("p90"), lat.get("p99"), lat.get("p999"),
                      lat.get("max"), None if sr is None else sr * 100])  # fmt: skip
     return rows
+
+
+def _closed_loop_section(summary: dict[str, Any]) -> str:
+    """Closed loop: the label, and throughput against concurrency (empty for an open loop)."""
+    if summary.get("mode") != "closed":
+        return ""
+    rows = []
+    for s in sorted(summary.get("stages") or [], key=lambda s: float(s.get("concurrency") or 0)):
+        lat = s.get("latencyMs") or {}
+        rows.append([s.get("concurrency"), s.get("requestsPerS"), s.get("imagesPerS"), lat.get("p50"),
+                     lat.get("p99"), lat.get("mean"), s.get("completed"), s.get("errors")])  # fmt: skip
+    table = _table(["clients", "requests/s", "images/s", "p50 ms", "p99 ms", "mean ms", "completed", "errors"],
+                   rows)  # fmt: skip
+    think = summary.get("thinkTimeS")
+    note = summary.get("note") or "closed loop: closed loops hide queueing (coordinated omission)"
+    return (f'<h2>Closed loop</h2><p id="closed-loop"><strong>Closed-loop results.</strong> '
+            f"{html.escape(note)}. Think time {_fmt(think, 'g')} s.</p>"
+            f"<h3>Throughput against concurrency</h3>{table}\n")  # fmt: skip
 
 
 def _resource_rows(resources: list[dict[str, str]]) -> list[list[Any]]:
@@ -197,21 +247,26 @@ def write_report(results: Path) -> Path:
     timing = summary.get("serverTimingMs") or {}
     errors = summary.get("errors")
     errors_total = sum(errors.values()) if isinstance(errors, dict) else errors
+    closed = summary.get("mode") == "closed"
+    throughput = summary.get("throughput") or {}
     overview = _table(
-        ["sent", "completed", "errors", "dropped", "duration s", "achieved RPS"],
-        [[summary.get("sent"), summary.get("completed"), errors_total, summary.get("dropped"),
-          summary.get("durationS"), summary.get("achievedRPS")]],
+        ["mode", "sent", "completed", "errors", "dropped", "duration s", "achieved RPS", "requests/s",
+         "images/s", "batch size"],
+        [["closed loop" if closed else "open loop", summary.get("sent"), summary.get("completed"), errors_total,
+          summary.get("dropped"), summary.get("durationS"), summary.get("achievedRPS"),
+          throughput.get("requestsPerS"), throughput.get("imagesPerS"), summary.get("batchSize", 1)]],
     )  # fmt: skip
     pcts = ["p50", "p90", "p99", "p999", "max", "mean"]
     latency = _table(
         ["measure", *pcts],
-        [["latency (from schedule)", *[lat.get(p) for p in pcts]],
+        [["latency (from the actual send: closed loop)" if closed else "latency (from schedule)",
+          *[lat.get(p) for p in pcts]],
          ["service time (from send)", *[svc.get(p) for p in pcts]],
          ["send lag", lag.get("p50"), None, lag.get("p99"), None, lag.get("max"), None]],
     )  # fmt: skip
     stage_table = _table(
-        ["stage", "rps", "duration s", "sent", "completed", "errors", "dropped", "p50", "p90", "p99", "p99.9",
-         "max", "SR %"],
+        ["stage", "clients" if closed else "rps", "duration s", "sent", "completed", "errors", "dropped",
+         "requests/s", "images/s", "p50", "p90", "p99", "p99.9", "max", "SR %"],
         _stage_rows(summary),
     )  # fmt: skip
     timing_table = (
@@ -232,7 +287,14 @@ def write_report(results: Path) -> Path:
     else:
         verdict = "met" if slo.get("met") else "NOT met"
         verdict += f" (p99 ≤ {_fmt(slo.get('p99Ms'))} ms, success rate ≥ {_fmt(slo.get('minSuccessRate'), '.3f')})"
-    capacity_section = _capacity_section(summary.get("capacity"))
+    capacity_section = _capacity_section(summary.get("capacity")) + _closed_loop_section(summary)
+    intro = (
+        "Closed loop: latency is measured from each request's <em>actual</em> send; the clients wait for "
+        "their responses, so closed loops hide queueing (coordinated omission)."
+        if closed
+        else "Latency is measured from each request's <em>scheduled</em> send time (no coordinated "
+        "omission); service time from the actual send; send lag shows whether the generator kept up."
+    )
     figures = "".join(
         f'<figure><img src="{name}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
         for name, c in plots
@@ -245,9 +307,8 @@ table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
 th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
 th {{ background: #f3f3f3; }} img {{ max-width: 100%; }} figcaption {{ color: #555; font-size: 0.9em; }}
 </style></head><body>
-<h1>kinfer load experiment report</h1>
-<p>Latency is measured from each request's <em>scheduled</em> send time (no coordinated omission);
-service time from the actual send; send lag shows whether the generator kept up.</p>
+<h1>kinfer load experiment report{" (closed loop)" if closed else ""}</h1>
+<p>{intro}</p>
 <h2>Overview</h2>{overview}
 <h2>SLO</h2><p id="slo">{html.escape(verdict)}</p>
 {capacity_section}<h2>Latency (ms)</h2>{latency}

@@ -18,6 +18,7 @@ from kinfer.loadgen.recorder import RECORD_COLUMNS, Record
 STAGE_COLUMNS = (
     "index",
     "rps",
+    "concurrency",
     "durationS",
     "sent",
     "completed",
@@ -30,6 +31,8 @@ STAGE_COLUMNS = (
     "maxMs",
     "meanMs",
     "serviceRate",
+    "requestsPerS",
+    "imagesPerS",
 )
 
 
@@ -47,10 +50,12 @@ def stage_rows(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for s in stages:
         lat = s["latencyMs"]
-        row = {k: s.get(k) for k in ("index", "rps", "durationS", "sent", "completed", "errors", "dropped")}
+        keys = ("index", "rps", "concurrency", "durationS", "sent", "completed", "errors", "dropped")
+        row = {k: s.get(k) for k in keys}
         for name in ("p50", "p90", "p99", "p999", "max", "mean"):
             row[f"{name}Ms"] = lat.get(name)
-        row["serviceRate"] = s.get("serviceRate")
+        for key in ("serviceRate", "requestsPerS", "imagesPerS"):
+            row[key] = s.get(key)
         rows.append({k: ("" if v is None else v) for k, v in row.items()})
     return rows
 

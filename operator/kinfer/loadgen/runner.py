@@ -17,7 +17,8 @@ from enum import StrEnum
 from typing import Any
 
 from kinfer.api.loadexperiment import SLO
-from kinfer.api.slo import evaluate
+from kinfer.api.schedule import MAX_CONCURRENCY
+from kinfer.api.slo import Verdict, evaluate
 from kinfer.loadgen.config import ConfigError, LoadgenConfig
 from kinfer.loadgen.engine import GeneratorSpec
 from kinfer.loadgen.plan import RatePlan
@@ -28,6 +29,13 @@ from kinfer.loadgen.workers import GeneratorGroup, LocalGroup, ProcessGroup
 
 #: Largest rate the control API accepts, requests/s.
 MAX_RPS = 1_000_000.0
+#: What the report and summary.json say about a closed loop's latency.
+CLOSED_LOOP_NOTE = (
+    "closed loop: each client sends its next request only when its previous one has completed, so "
+    "latency is measured from the actual send and a slow server slows the clients down instead of "
+    "queueing requests: closed loops hide queueing (coordinated omission); use an open-loop schedule "
+    "(rps) to measure latency under a given offered load"
+)
 #: Delay between "ready" and the first scheduled send, so every process starts on time.
 START_DELAY_LOCAL_S = 0.05
 START_DELAY_PROCESSES_S = 0.3
@@ -46,6 +54,18 @@ class Phase(StrEnum):
 def iso(ts: datetime) -> str:
     """RFC 3339 UTC timestamp, as Kubernetes writes them."""
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def validate_concurrency(value: float | None) -> float | None:
+    """A closed loop's live override: a whole number of clients in [0, MAX_CONCURRENCY], or ``None``."""
+    if value is None:
+        return None
+    if value != int(value) or value > MAX_CONCURRENCY:
+        raise ValueError(
+            f"this is a closed-loop run: the intensity is a number of clients, a whole number between 0 "
+            f"and {MAX_CONCURRENCY}, got {value!r}"
+        )
+    return float(value)
 
 
 def validate_rps(value: Any) -> float | None:
@@ -69,7 +89,11 @@ class Run:
         self.config = config
         self.plan = RatePlan(config.stages, loop=config.loop, end=config.end)
         self.recorder = Recorder(
-            self.plan, interval=config.interval, window=config.window_records, generators=config.processes
+            self.plan,
+            interval=config.interval,
+            window=config.window_records,
+            generators=config.processes,
+            batch_size=config.batch_size,
         )
         self.phase = Phase.PENDING
         self.error: str | None = None
@@ -96,6 +120,9 @@ class Run:
             max_in_flight=config.max_in_flight,
             interval=config.interval,
             cpus=config.worker_cpus,
+            think_time=config.think_time,
+            requests=config.requests,
+            batch_size=config.batch_size,
         )
         self.group: GeneratorGroup
         if in_process and config.processes == 1:
@@ -110,7 +137,15 @@ class Run:
     # -- control ----------------------------------------------------------------------------------
 
     def set_intensity(self, rps: float | None) -> None:
-        """Override the schedule's rate (``None``: back to the schedule); validated by the caller."""
+        """Override the schedule's rate (``None``: back to the schedule); validated by the caller as a
+        rate. In a closed loop the value is a number of clients (a whole number, else 400)."""
+        if self.plan.closed:
+            from kinfer.loadgen.control import BadRequest
+
+            try:
+                rps = validate_concurrency(rps)
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from None
         self.plan.override = rps
         self.group.set_intensity(rps)
 
@@ -196,11 +231,25 @@ class Run:
         if t >= self.plan.end:
             return None
         span = self.plan.span(t)
-        return {
+        out: dict[str, Any] = {
             "index": span.index,
             "rps": stage_rps(self.plan, span.index),
-            "endsAt": iso(self.started_at + timedelta(seconds=span.end)),
+            "endsAt": iso(self.started_at + timedelta(seconds=span.end)) if math.isfinite(span.end) else None,
         }
+        if self.plan.closed:
+            out["concurrency"] = self.plan.stages[span.index].concurrency
+        return out
+
+    def mode(self) -> str:
+        """``open`` (rates) or ``closed`` (clients)."""
+        return "closed" if self.plan.closed else "open"
+
+    def stage_elapsed(self) -> float | None:
+        """Seconds of the schedule sent so far, for the stages' actual durations (``None``: use the
+        configured ones)."""
+        if self.sending_ended is not None:
+            return self.sending_ended
+        return self.elapsed() if self.t0 is not None else 0.0
 
     def status(self) -> dict[str, Any]:
         """The live snapshot: latest record, phase, stage, target, window aggregates, totals, stages."""
@@ -215,7 +264,11 @@ class Run:
             "targetRPS": round(self.plan.target(self.elapsed()), 3) if running else 0.0,
             "intensity": self.plan.override,
             "live": last,
+            "mode": self.mode(),
+            "batchSize": self.config.batch_size,
         }
+        if self.plan.closed:
+            out["concurrency"] = self.plan.concurrency(self.elapsed()) if running else 0
         if last is not None:
             for key, value in last.items():
                 out.setdefault(key, value)
@@ -226,7 +279,7 @@ class Run:
         out["totals"] = totals
         total = self.recorder.total
         out["latencyMs"] = _rounded(latency_summary(total.latency, total.latency_sum))
-        out["stages"] = self.recorder.stage_summaries()
+        out["stages"] = self.recorder.stage_summaries(self.stage_elapsed())
         out["records"] = len(self.recorder.records)
         if self.error:
             out["error"] = self.error
@@ -239,20 +292,31 @@ class Run:
         offered = total.sent + total.dropped
         success = total.completed / offered if offered else None
         c = self.config
-        met: bool | None = None
+        verdict: Verdict | None = None
         if c.slo_p99_ms is not None or c.min_success_rate is not None:
             slo = SLO(p99_ms=c.slo_p99_ms, min_success_rate=c.min_success_rate)
-            met = evaluate(slo, percentile_ms(total.latency, 99.0), total.sent, total.completed, total.dropped).met
+            p99, hist = percentile_ms(total.latency, 99.0), total.latency
+            verdict = evaluate(
+                slo, p99, total.sent, total.completed, total.dropped, latency_at=lambda q: percentile_ms(hist, q)
+            )
         lag = {
             "p50": percentile_ms(total.lag, 50.0),
             "p99": percentile_ms(total.lag, 99.0),
             "max": max_ms(total.lag),
         }
+        per_s = total.completed / duration if duration > 0 else 0.0
+        closed = self.plan.closed
         return {
             "url": c.url,
             "phase": self.phase.value,
             "error": self.error,
-            "arrival": c.arrival.value,
+            "mode": self.mode(),
+            "latencyFrom": "send" if closed else "schedule",
+            "note": CLOSED_LOOP_NOTE if closed else None,
+            "thinkTimeS": c.think_time if closed else None,
+            "requestsLimit": c.requests,
+            "batchSize": c.batch_size,
+            "arrival": None if closed else c.arrival.value,
             "processes": c.processes,
             "startedAt": iso(self.started_at) if self.started_at else None,
             "finishedAt": iso(self.finished_at) if self.finished_at else None,
@@ -260,11 +324,18 @@ class Run:
             "durationS": round(duration, 3),
             "achievedRPS": round(total.sent / duration, 3) if duration > 0 else 0.0,
             "successRate": None if success is None else round(success, 5),
+            "throughput": {"requestsPerS": round(per_s, 3), "imagesPerS": round(per_s * c.batch_size, 3)},
             "latencyMs": _rounded(latency_summary(total.latency, total.latency_sum)),
             "serviceTimeMs": _rounded(latency_summary(total.service, total.service_sum)),
             "sendLagMs": _rounded(lag),
-            "stages": self.recorder.stage_summaries(),
-            "slo": {"p99Ms": c.slo_p99_ms, "minSuccessRate": c.min_success_rate, "met": met},
+            "stages": self.recorder.stage_summaries(self.stage_elapsed()),
+            "slo": {
+                "p99Ms": c.slo_p99_ms,
+                "minSuccessRate": c.min_success_rate,
+                "met": None if verdict is None else verdict.met,
+                "successRate": None if success is None else round(success, 5),
+                "message": None if verdict is None else verdict.message,
+            },
             "serverTimingMs": self.recorder.server_timing_summary(),
             "records": len(self.recorder.records),
         }
@@ -281,8 +352,9 @@ def _ms(value: float | None) -> str:
 def terminal_line(r: Record) -> str:
     """One line per record for the terminal view."""
     sr = "    -" if r.service_rate is None else f"{r.service_rate * 100:5.1f}"
+    target = f"target={r.target_rps:8.1f}" if r.concurrency is None else f"clients={r.concurrency:7d}"
     return (
-        f"t={r.t:7.1f}s target={r.target_rps:8.1f} rps={r.real_rps:8.1f} qps={r.real_qps:8.1f} "
+        f"t={r.t:7.1f}s {target} rps={r.real_rps:8.1f} qps={r.real_qps:8.1f} "
         f"err={r.errors:<5d} drop={r.dropped:<5d} p50={_ms(r.p50_ms)}ms p99={_ms(r.p99_ms)}ms "
         f"max={_ms(r.max_ms)}ms avg99th={_ms(r.avg99th_ms)}ms SR={sr}%"
     )

@@ -43,10 +43,14 @@ class GeneratorGroup(Protocol):
 
 
 def split_spec(spec: GeneratorSpec, n: int) -> list[GeneratorSpec]:
-    """``n`` specs sharing ``spec``'s rate and in-flight limit, with distinct seeds and phases; with
-    ``spec.cpus``, worker ``i`` is pinned to the ``i``-th CPU of the list (round-robin)."""
+    """``n`` specs sharing ``spec``'s rate (or clients), request budget and in-flight limit, with distinct
+    seeds and phases; with ``spec.cpus``, worker ``i`` is pinned to the ``i``-th CPU of the list
+    (round-robin)."""
     out = []
     for i in range(n):
+        budget = None
+        if spec.requests is not None:
+            budget = spec.requests // n + (1 if i < spec.requests % n else 0)
         out.append(
             dataclasses.replace(
                 spec,
@@ -55,6 +59,9 @@ def split_spec(spec: GeneratorSpec, n: int) -> list[GeneratorSpec]:
                 seed=None if spec.seed is None else spec.seed + 1_000_003 * i,
                 max_in_flight=max(1, -(-spec.max_in_flight // n)),
                 cpus=(spec.cpus[i % len(spec.cpus)],) if spec.cpus else (),
+                requests=budget,
+                worker=i,
+                workers=n,
             )
         )
     return out

@@ -91,7 +91,14 @@ def test_status_serialises_with_design_field_names() -> None:
         (_kisvc(gpu={"devices": "gpu0"}), "spec.gpu.devices"),
         (_kisvc(replica=2), "spec.replica: Extra inputs are not permitted"),
         (_lexp(schedule=[{"rps": -1, "duration": "1s"}]), "spec.schedule[0].rps"),
-        (_lexp(schedule=[{"rps": 1, "rampTo": 3, "duration": "1s"}]), "exactly one of 'rps' or 'rampTo'"),
+        (_lexp(schedule=[{"rps": 1, "rampTo": 3, "duration": "1s"}]), "exactly one of 'rps', 'rampTo' or 'concurrency'"),
+        (_lexp(schedule=[{"concurrency": 4, "duration": "1s"}, {"rps": 3, "duration": "1s"}]),
+         "schedule[1].rps: a schedule is all-rate or all-concurrency"),
+        (_lexp(schedule=[{"rps": 3, "duration": "1s"}], thinkTime="1s"), "thinkTime needs a closed-loop schedule"),
+        (_lexp(schedule=[{"concurrency": 3, "duration": "1s"}], parallelism=2),
+         "schedule[0].concurrency 3 must be a multiple of parallelism 2"),
+        (_lexp(target={"url": "http://x", "batchSize": 4}), "target.batchSize > 1 needs protocol v2"),
+        (_lexp(requests=0), "spec.requests"),
         (_lexp(schedule=[{"rps": 1, "duration": "soon"}]), "spec.schedule[0].duration"),
         (_lexp(schedule=[]), "schedule needs at least one stage"),
         (_lexp(target={"service": "a", "url": "http://b"}), "exactly one of 'service' or 'url'"),
@@ -169,4 +176,4 @@ def test_record_columns_are_the_designs() -> None:
     from kinfer.api.loadexperiment import RECORD_COLUMNS
 
     assert RECORD_COLUMNS == ("t", "targetRPS", "realRPS", "realQPS", "errors", "dropped", "p50Ms", "p99Ms", "maxMs",
-                              "avgRPS", "avgQPS", "serviceRate", "avg99thMs")  # fmt: skip
+                              "avgRPS", "avgQPS", "serviceRate", "avg99thMs", "concurrency", "imagesPerS")  # fmt: skip

@@ -4,6 +4,7 @@ full generator Job (validated against Kubernetes 1.32), Job completion and the r
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -234,10 +235,11 @@ def test_capacity_mode_hands_the_search_and_its_slo_to_the_generator() -> None:
                                   "--slo-p99-ms", "--min-success-rate")} == {
         "--mode": "capacity", "--min-rps": "5", "--max-rps": "80", "--probe-duration": "5s", "--precision": "0.1",
         "--slo-p99-ms": "1000", "--min-success-rate": "0.99"}  # fmt: skip
-    # The deadline covers the longest search: 5 doublings 5->80 + 5 bisections to 10 %, 6 s per probe;
-    # no retry (a search that finds no capacity exits 1 by design).
+    # The deadline covers the longest search: 5 doublings 5->80 + 5 bisections to 10 %, each probe a
+    # warm-up window and at most 10 windows of 5/3 s (+ 1 s slack each, 2 s per probe); no retry (a search
+    # that finds no capacity exits 1 by design).
     assert job["spec"]["backoffLimit"] == 0
-    assert job["spec"]["activeDeadlineSeconds"] == (5 + 5) * 6 + 300 + 5
+    assert job["spec"]["activeDeadlineSeconds"] == math.ceil((5 + 5) * (5 / 3 + 10 * (5 / 3 + 1) + 2) + 300 + 5)
 
 
 def test_capacity_mode_with_several_generators_is_refused_naming_the_field() -> None:
@@ -245,3 +247,16 @@ def test_capacity_mode_with_several_generators_is_refused_naming_the_field() -> 
     doc["spec"].update(mode="capacity", parallelism=2)
     with pytest.raises(ManifestError, match="parallelism must be 1"):
         parse_resource(doc)
+
+
+def test_a_closed_loop_splits_its_clients_and_requests_between_pods_and_passes_its_flags() -> None:
+    doc = example_doc()
+    doc["spec"].update(schedule=[{"concurrency": 4, "duration": "10s"}, {"concurrency": 8, "duration": "10s"}],
+                       parallelism=2, thinkTime="50ms", requests=1001)  # fmt: skip
+    doc["spec"]["target"].update(protocol="v2", method="POST", payload="dataset:/data", batchSize=4)
+    lexp = lexp_of(doc)
+    assert build.schedule_document(lexp)["stages"] == [
+        {"duration": "10s", "concurrency": 2}, {"duration": "10s", "concurrency": 4}]  # fmt: skip
+    args = build.build_job(lexp, URL, Settings(results_linger_s=5))["spec"]["template"]["spec"]["containers"][0]["args"]
+    flags = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--")}
+    assert (flags["--think-time"], flags["--requests"], flags["--batch-size"]) == ("0.05", "501", "4")

@@ -30,6 +30,16 @@ URL = "http://127.0.0.1:9/gpu"
         ([URL, "--rps", "10", "--protocol", "v2"], "v2"),
         ([URL, "--rps", "10", "--max-in-flight", "0"], "--max-in-flight"),
         ([URL, "--rps", "10", "--min-success-rate", "2"], "--min-success-rate"),
+        ([URL, "--rps", "10", "--concurrency", "2"], "--rps and --concurrency"),
+        ([URL, "--concurrency", "0"], "--concurrency"),
+        ([URL, "--rps", "10", "--think-time", "1"], "--think-time needs a closed loop"),
+        ([URL, "--concurrency", "2", "--think-time", "-1"], "--think-time"),
+        ([URL, "--rps", "10", "--requests", "0"], "--requests"),
+        ([URL, "--rps", "10", "--batch-size", "2"], "--batch-size 2 needs --protocol v2"),
+        ([URL, "--mode", "capacity", "--slo-p99-ms", "5", "--concurrency", "2"], "--concurrency"),
+        ([URL, "--mode", "capacity", "--slo-p99-ms", "5", "--tolerance", "1"], "--tolerance"),
+        ([URL, "--mode", "capacity", "--slo-p99-ms", "5", "--max-windows", "2"], "--max-windows"),
+        ([URL, "--rps", "10", "--warmup", "1"], "--warmup needs --mode capacity"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_naming_it(
@@ -49,6 +59,7 @@ def test_bad_input_exits_2_with_one_line_naming_it(
         ("stages: []\n", "stages"),
         ("- {rps: 10, duration: 1s\n", "malformed"),
         ("- {rps: 10, duration: 1s, speed: 3}\n", "speed"),
+        ("- {concurrency: 2, duration: 1s}\n- {rps: 3, duration: 1s}\n", "stages[1].rps: a schedule is all-rate or all-concurrency"),
     ],
 )
 def test_malformed_schedules_exit_2(
@@ -102,3 +113,14 @@ def test_defaults() -> None:
     config = build_config(parse([URL, "--rps", "5"]))
     assert (config.end, config.arrival, config.method, config.control_port) == (60, "poisson", "GET", 8089)
     assert (config.window_records, config.timeout, config.processes) == (60, 10.0, 1)
+
+
+def test_concurrency_requests_and_batch_size_configure_a_closed_loop(tmp_path: Path) -> None:
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"jpeg")
+    config = build_config(parse([URL, "--concurrency", "8", "--think-time", "50ms", "--requests", "1000",
+                                 "--protocol", "v2", "--payload", f"file:{image}", "--batch-size", "4"]))  # fmt: skip
+    assert config.closed and config.stages[0].concurrency == 8
+    assert (config.think_time, config.requests, config.batch_size) == (0.05, 1000, 4)
+    assert math.isinf(config.end)  # a request count without a duration runs until the count is reached
+    assert not build_config(parse([URL, "--rps", "5"])).closed

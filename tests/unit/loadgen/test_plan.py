@@ -50,3 +50,21 @@ def test_a_duration_longer_than_the_schedule_sends_nothing_after_it() -> None:
     p = RatePlan(STAGES, loop=False, end=8)
     assert p.target(6.0) == 0
     assert p.next_change(6.0) == 8
+
+
+def test_a_closed_loop_splits_its_clients_and_the_override_is_a_number_of_clients() -> None:
+    stages = [Stage(concurrency=5, duration="2s"), Stage(concurrency=2, duration="2s")]
+    parts = [RatePlan(stages, loop=False, end=4, worker=i, workers=2) for i in range(2)]
+    assert [p.clients(1.0) for p in parts] == [3, 2]
+    assert [p.clients(3.0) for p in parts] == [1, 1]
+    assert parts[0].target(1.0) == 0 and parts[0].clients(4.0) == 0
+    parts[0].override = 7
+    assert parts[0].concurrency(3.0) == 7 and parts[0].clients(3.0) == 4
+
+
+def test_time_in_stage_counts_what_was_sent_every_loop_included() -> None:
+    p = RatePlan(STAGES, loop=False, end=5)
+    assert [p.time_in_stage(i, 3.0) for i in range(3)] == [2.0, 1.0, 0.0]
+    assert [p.time_in_stage(i, 99.0) for i in range(3)] == [2.0, 2.0, 1.0]
+    looped = RatePlan(STAGES, loop=True, end=12)
+    assert [looped.time_in_stage(i, 11.0) for i in range(3)] == [5.0, 4.0, 2.0]
