@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from kinfer.api.slo import Verdict, capacity_verdict, evaluate
+from kinfer.api.slo import Verdict, capacity_verdict, evaluate, latency_from_summary
 from kinfer.local import monitor, processes, view
 from kinfer.local.balancer import RandomBalancer
 from kinfer.local.plan import LOOPBACK, ExperimentPlan, Plan
@@ -65,7 +65,8 @@ def verdict_of(plan: ExperimentPlan, summary: dict[str, Any] | None) -> Verdict 
         return capacity_verdict(capacity)
     latency = summary.get("latencyMs") or {}
     sent, completed, dropped = (int(summary.get(k) or 0) for k in ("sent", "completed", "dropped"))
-    return evaluate(plan.resource.spec.slo, latency.get("p99"), sent, completed, dropped)
+    slo = plan.resource.spec.slo
+    return evaluate(slo, latency.get("p99"), sent, completed, dropped, latency_at=latency_from_summary(latency))
 
 
 class Runner:
