@@ -20,6 +20,7 @@ flags describe a node that this machine is not.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -86,13 +87,23 @@ class Running:
 
 @dataclass
 class Kubelet:
-    """Plays the Job controller, the kubelet and cluster DNS for one namespace of an emulated cluster."""
+    """Plays the Job controller, the kubelet and cluster DNS for one namespace of a cluster.
 
-    cluster: Cluster
+    On the emulated cluster it plays the Job controller too and starts every pod; on the real control
+    plane (``tests/cluster``) the real Job controller and scheduler work, so it starts only pods bound to
+    its node, and finishes the deletion of pods the API server marked for deletion (grace period 0),
+    as a kubelet does once their containers stopped.
+    """
+
+    cluster: Any  # tests.kube.cluster.Cluster or tests.cluster.live.LiveCluster (the same interface)
     workdir: Path
     namespace: str = "default"
     run_processes: bool = True
     """False: mark pods Running and Ready at once without starting anything (cheap lifecycle tests)."""
+    play_jobs: bool = True
+    """Play the Job controller (the emulator has none)."""
+    node_name: str | None = None
+    """Start only pods the scheduler bound to this node, and finish their deletions."""
     server_extra_args: tuple[str, ...] = ()
     addresses: Addresses = field(default_factory=Addresses)
     pods: dict[str, Running] = field(default_factory=dict)
@@ -133,7 +144,8 @@ class Kubelet:
     async def _loop(self) -> None:
         while True:
             try:
-                self._sync_jobs()
+                if self.play_jobs:
+                    self._sync_jobs()
                 await self._sync_pods()
             except Exception:  # a test helper must keep going; the test's assertions will tell
                 log.exception("test kubelet round failed")
@@ -194,7 +206,11 @@ class Kubelet:
         for pod in self.cluster.list("pods", self.namespace):
             uid = pod["metadata"]["uid"]
             present[uid] = pod
+            if self.node_name is not None and (pod.get("spec") or {}).get("nodeName") != self.node_name:
+                continue  # not scheduled (yet), or not this node's
             if pod["metadata"].get("deletionTimestamp"):
+                if self.node_name is not None:
+                    await self._finish_deletion(pod)
                 continue
             if uid not in self.pods and uid not in self.fake:
                 try:
@@ -218,6 +234,14 @@ class Kubelet:
             elif not running.ready and await self._probe(running):
                 running.ready = True
                 self._set_status(running.name, "Running", running.ip, ready=True)
+
+    async def _finish_deletion(self, pod: dict[str, Any]) -> None:
+        """A kubelet stops the containers, then deletes the pod for good (grace period 0)."""
+        running = self.pods.pop(pod["metadata"]["uid"], None)
+        if running is not None:
+            await _kill(running.proc)
+        self.fake.discard(pod["metadata"]["uid"])
+        self.cluster.delete("pods", pod["metadata"]["name"], self.namespace, grace_period_s=0)
 
     def _set_status(self, name: str, phase: str, ip: str, *, ready: bool) -> None:
         now = "2026-01-01T00:00:00Z"
@@ -254,7 +278,7 @@ class Kubelet:
             args = self._server_args(args, ip)
         elif args and args[0] == "loadgen":
             args += ["--control-host", ip]
-        env = {**os.environ, **{e["name"]: e.get("value", "") for e in container.get("env") or []}}
+        env = {**os.environ, **{e["name"]: self._env_value(e) for e in container.get("env") or []}}
         env.pop("CUDA_VISIBLE_DEVICES", None)  # no GPU here; the pod spec assertion covers it
         logfile = podir / "log.txt"
         with logfile.open("wb") as out:
@@ -270,6 +294,17 @@ class Kubelet:
         self.pods[pod["metadata"]["uid"]] = Running(pod["metadata"]["uid"], name, ip, proc, logfile, ready_url)
         self.started.append(name)
         self._set_status(name, "Running", ip, ready=False)
+
+    def _env_value(self, var: dict[str, Any]) -> str:
+        """A container variable's value: literal, or from a Secret's key (``valueFrom.secretKeyRef``)."""
+        ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+        if ref is None:
+            return str(var.get("value", ""))
+        secret = self.cluster.get("secrets", ref["name"], self.namespace)
+        assert secret is not None, f"no Secret {ref['name']} for {var['name']}"
+        if ref["key"] in (secret.get("data") or {}):
+            return base64.b64decode(secret["data"][ref["key"]]).decode()
+        return str((secret.get("stringData") or {})[ref["key"]])
 
     def _server_args(self, args: list[str], ip: str) -> list[str]:
         out, skip = [], False

@@ -97,7 +97,8 @@ async def test_experiment_live_status_intensity_restart_and_completion(
                 "loadgen", "http://mobilenet.default.svc.cluster.local:5000/gpu",
                 "--schedule", "/etc/kinfer/schedule.yaml", "--arrival", "uniform", "--seed", "2019",
                 "--method", "GET", "--payload", "none", "--protocol", "raw", "--timeout-ms", "10000",
-                "--max-in-flight", "2000", "--window", "5", "--interval", "1", "--control-port", "8089",
+                "--max-in-flight", "2000", "--window", "5", "--interval", "1", "--control-host", "0.0.0.0",
+                "--control-port", "8089",
                 "--output", "/results", "--linger", "20", "--quiet",
             ]
             assert job["spec"]["backoffLimit"] == 1 and job["spec"]["activeDeadlineSeconds"] == 686

@@ -42,14 +42,18 @@ def write_kubeconfig(path: Path, server: str, *, namespace: str = 'default') -> 
 class Kubectl:
     """Runs kubectl against one kubeconfig, with a private discovery cache and a request timeout."""
 
-    def __init__(self, kubeconfig: Path, cache_dir: Path, *, request_timeout: str = '10s') -> None:
+    def __init__(self, kubeconfig: Path, cache_dir: Path, *, request_timeout: str = '10s',
+                 binary: str = KUBECTL, namespace: str | None = None) -> None:
         self.kubeconfig = kubeconfig
         self.cache_dir = cache_dir
         self.request_timeout = request_timeout
+        self.binary = binary
+        self.namespace = namespace
 
     def command(self, *args: str) -> list[str]:
-        return [KUBECTL, f'--kubeconfig={self.kubeconfig}', f'--cache-dir={self.cache_dir}',
-                f'--request-timeout={self.request_timeout}', *args]
+        scope = [f'--namespace={self.namespace}'] if self.namespace else []
+        return [self.binary, f'--kubeconfig={self.kubeconfig}', f'--cache-dir={self.cache_dir}',
+                f'--request-timeout={self.request_timeout}', *scope, *args]
 
     async def __call__(
         self, *args: str, input: str | bytes | None = None, check: bool = True, timeout_s: float = 60.0,

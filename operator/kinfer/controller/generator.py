@@ -30,10 +30,12 @@ def control_urls(pods: Sequence[Mapping[str, Any]], port: int) -> list[str]:
 
 
 class Generators:
-    """One aiohttp session for talking to one experiment's generator pods."""
+    """One aiohttp session for talking to one experiment's generator pods (with its control token)."""
 
-    def __init__(self) -> None:
+    def __init__(self, token: str | None = None) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self.token = token
+        """The experiment's control token (DESIGN §6): sent as a bearer header on every call."""
 
     async def __aenter__(self) -> Generators:
         return self
@@ -53,7 +55,8 @@ class Generators:
 
     async def _call(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
         try:
-            async with self._client().request(method, url, json=body) as response:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+            async with self._client().request(method, url, json=body, headers=headers) as response:
                 if response.status >= 400:
                     raise Unreachable(f"{method} {url}: HTTP {response.status}: {await response.text()}")
                 data: dict[str, Any] = await response.json()
@@ -71,4 +74,4 @@ class Generators:
 
     async def stop(self, base: str) -> dict[str, Any]:
         """``POST /api/stop`` (a second call after the run also ends the generator's linger)."""
-        return await self._call("POST", f"{base}/api/stop")
+        return await self._call("POST", f"{base}/api/stop", {})

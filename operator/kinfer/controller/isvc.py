@@ -19,7 +19,7 @@ from kinfer.api import GROUP, VERSION, InferenceService, InferenceServiceStatus
 from kinfer.api.manifests import describe_validation_error
 from kinfer.controller import isvc_build as build
 from kinfer.controller.conditions import differs, set_condition
-from kinfer.controller.kube import ISVC, POD, SERVICE, KubeError
+from kinfer.controller.kube import ISVC, POD, SERVICE, KubeError, NotOwned
 from kinfer.controller.meta import SERVICE_LABEL
 from kinfer.controller.runtime import REGISTRY, Runtime, event, runtime
 
@@ -74,8 +74,14 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any]) -> str:
         try:
             phase = await _converge(rt, body, isvc)
         except KubeError as exc:
+            if exc.permanent:  # refused (403, 422, a foreign object): say so, never retry in a loop
+                reason = "NotOwned" if isinstance(exc, NotOwned) else f"APIRefused{exc.status}"
+                await _fail(rt, body, reason, str(exc))
+                rt.metrics.reconciles.labels("InferenceService", "failed").inc()
+                raise kopf.PermanentError(str(exc)) from None
             rt.metrics.reconciles.labels("InferenceService", "retry").inc()
-            raise kopf.TemporaryError(f"API call failed: {exc}", delay=5) from exc
+            raise kopf.TemporaryError(f"API call failed: {exc}", delay=rt.backoff.next_delay(key, exc)) from exc
+        rt.backoff.reset(key)
         rt.metrics.reconciles.labels("InferenceService", "ok").inc()
         return phase
 
@@ -101,19 +107,19 @@ async def _ensure_service(rt: Runtime, body: Mapping[str, Any], isvc: InferenceS
 
 
 async def _converge(rt: Runtime, body: Mapping[str, Any], isvc: InferenceService) -> str:
-    ns, name = isvc.namespace, isvc.name
+    ns, name, uid = isvc.namespace, isvc.name, isvc.metadata.uid
     service = await _ensure_service(rt, body, isvc)
-    pods = await rt.kube.list(POD, ns, build.selector(name))
+    pods = await rt.kube.list(POD, ns, build.selector(name), owner_uid=uid)
     plan = build.plan_pods(isvc, pods, build.template_hash(isvc, rt.settings))
     for index in plan.create:
         _, created = await rt.kube.ensure(build.build_pod(isvc, index, rt.settings))
         if created:
             event(body, reason="PodCreated", message=f"Created pod {build.pod_name(name, index)}")
     for pod in plan.delete:
-        if await rt.kube.delete(POD, ns, pod):
+        if await rt.kube.delete(POD, ns, pod, uid):
             event(body, reason="PodDeleted", message=f"Deleted pod {pod} (scale down or spec change)")
     if not plan.empty:
-        pods = await rt.kube.list(POD, ns, build.selector(name))
+        pods = await rt.kube.list(POD, ns, build.selector(name), owner_uid=uid)
 
     observed = build.observe(isvc, pods)
     current = body.get("status") or {}
@@ -184,10 +190,11 @@ async def on_pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Remove pods and Service now (owner references garbage-collect them anyway)."""
     rt = runtime(memo)
-    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    for pod in await rt.kube.list(POD, ns, build.selector(name)):
-        await rt.kube.delete(POD, ns, pod["metadata"]["name"])
-    await rt.kube.delete(SERVICE, ns, name)
+    ns, name, uid = body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"].get("uid")
+    for pod in await rt.kube.list(POD, ns, build.selector(name), owner_uid=uid):
+        await rt.kube.delete(POD, ns, pod["metadata"]["name"], uid)
+    await rt.kube.delete(SERVICE, ns, name, uid)
+    rt.backoff.reset((ns, name))
     with contextlib.suppress(KeyError):
         rt.metrics.ready_replicas.remove(ns, name)
     rt.locks.pop((ns, name), None)

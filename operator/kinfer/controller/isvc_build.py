@@ -18,8 +18,10 @@ from kinfer.controller.meta import (
     REPLICA_LABEL,
     SERVICE_LABEL,
     TEMPLATE_HASH,
+    container_security_context,
     content_hash,
     owner_reference,
+    pod_security_context,
     standard_labels,
 )
 from kinfer.controller.settings import Settings
@@ -28,6 +30,9 @@ CONTAINER = "server"
 COMPONENT = "model-server"
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
+#: Memory of a server pod unless ``spec.resources`` says otherwise (per key): a request the scheduler can
+#: place by, and a limit so that one pod decoding oversized images cannot take its node's memory.
+DEFAULT_RESOURCES: dict[str, dict[str, str]] = {"requests": {"memory": "1Gi"}, "limits": {"memory": "8Gi"}}
 
 
 class SpecRefused(ValueError):
@@ -75,17 +80,35 @@ def server_args(isvc: InferenceService) -> list[str]:
 
 
 def _resources(resources: Resources | None, gpus: int | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {part: dict(amounts) for part, amounts in DEFAULT_RESOURCES.items()}
     if resources is not None:
         for part in ("requests", "limits"):
             amounts = getattr(resources, part)
             if amounts is not None:
-                values = {k: str(v) for k, v in amounts.wire().items()}
-                if values:
-                    out[part] = values
+                out[part].update({k: str(v) for k, v in amounts.wire().items()})
+    # A default must never contradict what the user set: the request stays within the limit.
+    request, limit = out["requests"]["memory"], out["limits"]["memory"]
+    if memory_bytes(request) > memory_bytes(limit):
+        user_set_request = resources is not None and resources.requests is not None and resources.requests.memory
+        if user_set_request:
+            out["limits"]["memory"] = request
+        else:
+            out["requests"]["memory"] = limit
     if gpus is not None:
         out.setdefault("limits", {})["nvidia.com/gpu"] = str(gpus)
     return out
+
+
+_SUFFIX = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def memory_bytes(quantity: str) -> float:
+    """A memory quantity in bytes (``"512Mi"``, ``"1G"``, ``"1e9"``); only for comparing two of them."""
+    text = str(quantity).strip()
+    for suffix in sorted(_SUFFIX, key=len, reverse=True):
+        if suffix and text.endswith(suffix):
+            return float(text[: -len(suffix)]) * _SUFFIX[suffix]
+    return float(text)
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -119,6 +142,7 @@ def pod_spec(isvc: InferenceService, settings: Settings) -> dict[str, Any]:
         "startupProbe": _probe(LIVE_PATH, 5, 60),
         "readinessProbe": _probe(READY_PATH, 5, 3),
         "livenessProbe": _probe(LIVE_PATH, 10, 6),
+        "securityContext": container_security_context(),
     }
     resources = _resources(spec.resources, gpus)
     if resources:
@@ -128,7 +152,12 @@ def pod_spec(isvc: InferenceService, settings: Settings) -> dict[str, Any]:
         container["volumeMounts"] = [
             {"name": v.name, "mountPath": v.mount_path, "readOnly": v.read_only} for v in volumes
         ]
-    out: dict[str, Any] = {"restartPolicy": "Always", "containers": [container]}
+    out: dict[str, Any] = {
+        "restartPolicy": "Always",
+        "containers": [container],
+        "securityContext": pod_security_context(),
+        "automountServiceAccountToken": False,  # the server never calls the API
+    }
     if volumes:
         out["volumes"] = [{"name": v.name, "hostPath": {"path": v.host_path}} for v in volumes]
     if spec.node_name:

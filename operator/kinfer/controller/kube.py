@@ -6,6 +6,11 @@ a worker thread: the operator's event loop never waits on the network.
 
 404 and 409 are tolerated only inside the idempotent helpers (:meth:`Kube.ensure`, :meth:`Kube.delete`);
 everywhere else they surface as :class:`NotFound` / :class:`Conflict` for the caller to classify.
+
+Ownership (``metav1.IsControlledBy``): the helpers that find, patch or delete an object by name take the
+uid of the resource that should control it, and never touch an object whose controller reference
+carries another uid. Creating over a same-named foreign object raises :class:`NotOwned`, which the
+handlers turn into a Failed condition naming that object.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from kinfer.api import GROUP, VERSION
+from kinfer.controller.meta import controlled_by, controller_uid, describe_owner
 
 
 @dataclass(frozen=True)
@@ -43,18 +49,31 @@ class Kind:
 POD = Kind("/api/v1", "pods", "Pod")
 SERVICE = Kind("/api/v1", "services", "Service")
 CONFIGMAP = Kind("/api/v1", "configmaps", "ConfigMap")
+SECRET = Kind("/api/v1", "secrets", "Secret")
 JOB = Kind("/apis/batch/v1", "jobs", "Job")
 ISVC = Kind(f"/apis/{GROUP}/{VERSION}", "inferenceservices", "InferenceService")
 LEXP = Kind(f"/apis/{GROUP}/{VERSION}", "loadexperiments", "LoadExperiment")
-KINDS = {k.kind: k for k in (POD, SERVICE, CONFIGMAP, JOB, ISVC, LEXP)}
+KINDS = {k.kind: k for k in (POD, SERVICE, CONFIGMAP, SECRET, JOB, ISVC, LEXP)}
+
+
+#: Answers that retrying the same request cannot change (the spec or the operator's permissions must).
+PERMANENT = frozenset({400, 401, 403, 405, 413, 415, 422})
 
 
 class KubeError(Exception):
     """The API answered with an error (or could not be reached)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
+        self.message = message
+        self.retry_after_s = retry_after_s
+        """The server's ``Retry-After`` (429, 503), seconds."""
+
+    @property
+    def permanent(self) -> bool:
+        """Refused for what was asked (403 Forbidden, 422 Invalid, ...), not for a passing condition."""
+        return self.status in PERMANENT
 
 
 class NotFound(KubeError):
@@ -65,7 +84,32 @@ class Conflict(KubeError):
     """409: already exists, or a concurrent write."""
 
 
-def _error(status: int, body: bytes) -> KubeError:
+class NotOwned(KubeError):
+    """An object of the wanted name exists and another owner (or none) controls it: never adopted."""
+
+    def __init__(self, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        self.object_ref = f"{obj.get('kind', 'object')} {meta.get('namespace', '')}/{meta.get('name', '')}"
+        super().__init__(
+            409,
+            f"{self.object_ref} already exists and is controlled by {describe_owner(obj)}, not by this "
+            "resource; kinfer does not adopt, change or delete it (rename or remove it)",
+        )
+
+    @property
+    def permanent(self) -> bool:
+        """Retrying cannot help until someone removes or renames the other object."""
+        return True
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _error(status: int, body: bytes, retry_after: str | None = None) -> KubeError:
     try:
         message = str(json.loads(body).get("message") or body[:200])
     except (ValueError, AttributeError):
@@ -74,7 +118,7 @@ def _error(status: int, body: bytes) -> KubeError:
         return NotFound(status, message)
     if status == 409:
         return Conflict(status, message)
-    return KubeError(status, message)
+    return KubeError(status, message, _retry_after(retry_after))
 
 
 class Kube:
@@ -123,7 +167,7 @@ class Kube:
             raise KubeError(0, f"{method} {path}: {exc}") from exc
         data = response.read() or b"{}"
         if not 200 <= response.status < 300:
-            raise _error(response.status, data)
+            raise _error(response.status, data, response.getheader("Retry-After"))
         result: dict[str, Any] = json.loads(data)
         return result
 
@@ -147,11 +191,14 @@ class Kube:
         except NotFound:
             return None
 
-    async def list(self, kind: Kind, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Objects of a kind in a namespace carrying all ``labels``.
+    async def list(
+        self, kind: Kind, namespace: str, labels: Mapping[str, str], owner_uid: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Objects of a kind in a namespace carrying all ``labels`` (and controlled by ``owner_uid``).
 
-        The selector is also applied here: an API that ignores it (the test emulator) cannot leak
-        another service's pods into a reconcile.
+        Labels are anyone's to set, so a caller that acts on the result names the owner. The selector
+        is also applied here: an API that ignores it (the test emulator) cannot leak another service's
+        pods into a reconcile.
         """
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         result = await self.call("GET", kind.path(namespace), query={"labelSelector": selector})
@@ -160,7 +207,15 @@ class Kube:
             item
             for item in items
             if all(((item.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in labels.items())
+            and (owner_uid is None or controlled_by(item, owner_uid))
         ]
+
+    async def get_owned(self, kind: Kind, namespace: str, name: str, owner_uid: str | None) -> dict[str, Any] | None:
+        """The object if it exists; :class:`NotOwned` if another owner controls it."""
+        obj = await self.get(kind, namespace, name)
+        if obj is not None and not controlled_by(obj, owner_uid):
+            raise NotOwned({"kind": kind.kind, **obj})
+        return obj
 
     # --- idempotent writes ------------------------------------------------------------------------
 
@@ -168,7 +223,8 @@ class Kube:
         """Create the object unless one of that name exists: (the object, whether it was created).
 
         The name is deterministic, so a restarted operator finds what it created before and never
-        creates it twice.
+        creates it twice. An existing object counts only if the manifest's controller (its owner
+        reference's uid) controls it; otherwise :class:`NotOwned`.
         """
         kind = KINDS[manifest["kind"]]
         meta = manifest["metadata"]
@@ -178,18 +234,34 @@ class Kube:
             existing = await self.get(kind, meta["namespace"], meta["name"])
             if existing is None:  # deleted between our POST and GET: let the caller retry
                 raise
+            if not controlled_by(existing, controller_uid(manifest)):
+                raise NotOwned({"kind": kind.kind, **existing}) from None
             return existing, False
 
-    async def delete(self, kind: Kind, namespace: str, name: str, propagation: str = "Background") -> bool:
-        """Delete the object; ``False`` when it was already gone."""
+    async def delete(
+        self, kind: Kind, namespace: str, name: str, owner_uid: str | None, propagation: str = "Background"
+    ) -> bool:
+        """Delete the object if ``owner_uid`` controls it; ``False`` when it was gone or is not ours.
+
+        The delete carries the found object's uid as a precondition, so an object re-created under the
+        same name by someone else in between is not deleted either.
+        """
+        obj = await self.get(kind, namespace, name)
+        if obj is None or not controlled_by(obj, owner_uid):
+            return False
         try:
             await self.call(
                 "DELETE",
                 kind.path(namespace, name),
-                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation},
+                body={
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "propagationPolicy": propagation,
+                    "preconditions": {"uid": obj["metadata"]["uid"]},
+                },
             )
             return True
-        except NotFound:
+        except (NotFound, Conflict):
             return False
 
     # --- patches --------------------------------------------------------------------------------
@@ -210,7 +282,7 @@ class Kube:
         )
 
     async def replace_data(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Create a ConfigMap, or merge its ``data`` into the existing one of that name."""
+        """Create a ConfigMap, or merge its ``data`` into the existing one of that name (if ours)."""
         obj, created = await self.ensure(manifest)
         if created:
             return obj

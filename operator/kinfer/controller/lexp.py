@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,8 +27,8 @@ from kinfer.controller import lexp_build as build
 from kinfer.controller import lexp_status as merge
 from kinfer.controller.conditions import differs, find, set_condition
 from kinfer.controller.generator import Generators, Unreachable, control_urls
-from kinfer.controller.kube import CONFIGMAP, ISVC, JOB, LEXP, POD, KubeError
-from kinfer.controller.meta import EXPERIMENT_LABEL
+from kinfer.controller.kube import CONFIGMAP, ISVC, JOB, LEXP, POD, SECRET, KubeError, NotOwned
+from kinfer.controller.meta import EXPERIMENT_LABEL, controlled_by
 from kinfer.controller.phases import Observation, Phase, next_phase
 from kinfer.controller.runtime import REGISTRY, Runtime, event, runtime
 
@@ -85,6 +86,7 @@ class Experiment:
         meta = self.raw["metadata"]
         self.ns: str = meta["namespace"]
         self.name: str = meta["name"]
+        self.uid: str | None = meta.get("uid")
 
     async def patch(self, status: dict[str, Any]) -> None:
         """The one status write of this round."""
@@ -109,7 +111,7 @@ class Experiment:
         if current.terminal:
             self.rt.metrics.forget_experiment(self.ns, self.name)
             return None
-        job = await self.rt.kube.get(JOB, self.ns, build.job_name(self.name))
+        job = await self.rt.kube.get_owned(JOB, self.ns, build.job_name(self.name), self.uid)
         match current:
             case Phase.PENDING | Phase.WAITING_FOR_TARGET:
                 return await self.start(lexp, current, job)
@@ -164,6 +166,7 @@ class Experiment:
                 status: dict[str, Any] = {"phase": phase.value}
                 if job is None:
                     assert target.url is not None
+                    await self.control_token(lexp)
                     await self.rt.kube.ensure(build.build_schedule_configmap(lexp))
                     _, created = await self.rt.kube.ensure(build.build_job(lexp, target.url, self.rt.settings))
                     if created:
@@ -177,11 +180,23 @@ class Experiment:
                 return 0.5
         return None
 
+    async def control_token(self, lexp: LoadExperiment) -> str | None:
+        """The generators' control token: created with the Secret before the Job, read back after a restart."""
+        if self.gens.token is None:
+            secret, _ = await self.rt.kube.ensure(build.build_control_secret(lexp, secrets.token_urlsafe(32)))
+            self.gens.token = build.secret_token(secret)
+        return self.gens.token
+
     # --- Running --------------------------------------------------------------------------------
 
-    async def poll(self, lexp: LoadExperiment) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    async def poll(
+        self, lexp: LoadExperiment, job: dict[str, Any] | None
+    ) -> tuple[list[str], list[dict[str, Any]], list[str]]:
         """(control URLs, their snapshots, errors); pushes a drifted intensity while at it."""
-        pods = await self.rt.kube.list(POD, self.ns, {EXPERIMENT_LABEL: self.name})
+        if self.gens.token is None:
+            secret = await self.rt.kube.get_owned(SECRET, self.ns, build.control_secret_name(self.name), self.uid)
+            self.gens.token = build.secret_token(secret) if secret else None
+        pods = await generator_pods(self.rt, self.ns, self.name, job)
         urls = control_urls(pods, lexp.spec.control_port)
         self.state.urls = urls
         several = len(urls) > 1  # exact merging needs each pod's histograms
@@ -207,7 +222,7 @@ class Experiment:
     async def watch(self, lexp: LoadExperiment, job: dict[str, Any] | None) -> float | None:
         interval = lexp.spec.record_interval_s
         try:
-            urls, snapshots, errors = await self.poll(lexp)
+            urls, snapshots, errors = await self.poll(lexp, job)
         except Unreachable as exc:
             urls, snapshots, errors = self.state.urls, [], [str(exc)]
         snapshot = merge.merge(snapshots) if snapshots and not errors else None
@@ -255,6 +270,7 @@ class Experiment:
         self, lexp: LoadExperiment, phase: Phase, snapshot: dict[str, Any] | None, job: dict[str, Any] | None
     ) -> None:
         """Terminal phase: stage table, SLOMet, results ConfigMap; then release the generators' linger."""
+        incomplete = snapshot is None
         if snapshot is None:  # nothing read this run (e.g. restarted after the generator exited)
             snapshot = {k: self.status.get(k) for k in ("sent", "completed", "errors", "dropped", "stages")}
             snapshot["phase"] = phase.value
@@ -263,7 +279,11 @@ class Experiment:
         status["stage"] = None
         status["targetRPS"] = 0.0
         summary = merge.summary(snapshot, lexp.spec.slo, self.status.get("targetURL"))
-        await self.rt.kube.replace_data(build.build_results_configmap(lexp, summary))
+        if incomplete:
+            summary["incomplete"] = True
+            summary["incompleteReason"] = "built from the last status: the generators had ended when it was read"
+        if not incomplete or not await self.has_final_summary():
+            await self.rt.kube.replace_data(build.build_results_configmap(lexp, summary))
         status["results"] = {
             "configMap": build.results_name(self.name),
             "job": build.job_name(self.name),
@@ -287,6 +307,26 @@ class Experiment:
                 await self.gens.stop(url)
 
 
+    async def has_final_summary(self) -> bool:
+        """Whether the results ConfigMap already holds a summary read from the generators themselves."""
+        existing = await self.rt.kube.get_owned(CONFIGMAP, self.ns, build.results_name(self.name), self.uid)
+        text = ((existing or {}).get("data") or {}).get("summary.json")
+        if not text:
+            return False
+        try:
+            return not json.loads(text).get("incomplete")
+        except ValueError:
+            return False
+
+
+async def generator_pods(rt: Runtime, namespace: str, name: str, job: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The generator pods of the experiment's own Job (found through the Job's uid, never by label alone)."""
+    job_uid = ((job or {}).get("metadata") or {}).get("uid")
+    if not job_uid:
+        return []
+    return await rt.kube.list(POD, namespace, {EXPERIMENT_LABEL: name}, owner_uid=job_uid)
+
+
 def _same(a: Any, b: float | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
@@ -304,14 +344,24 @@ async def run_experiment(rt: Runtime, body: Mapping[str, Any], stopped: kopf.Dae
     """The daemon's loop: one :class:`Experiment` round per record interval until a terminal phase."""
     state = RunState()
     loop = asyncio.get_running_loop()
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
     async with Generators() as gens:
         while not stopped:
             began = loop.time()
             try:
                 delay = await Experiment(rt, body, gens, state).step()
+                rt.backoff.reset(key)
             except KubeError as exc:
-                log.warning("%s: API call failed: %s", body.get("metadata", {}).get("name"), exc)
-                delay = min(rt.settings.max_backoff_s, 5.0)
+                if exc.permanent:  # refused (403, 422, a foreign object): Failed with the server's words
+                    reason = "NotOwned" if isinstance(exc, NotOwned) else f"APIRefused{exc.status}"
+                    log.warning("%s/%s: %s", *key, exc)
+                    try:
+                        await Experiment(rt, body, gens, state).fail(reason, str(exc))
+                    except KubeError as again:
+                        log.warning("%s/%s: cannot record the failure: %s", *key, again)
+                    return
+                delay = rt.backoff.next_delay(key, exc)
+                log.warning("%s/%s: API call failed (retry in %.1fs): %s", *key, delay, exc)
             if delay is None:
                 return
             await stopped.wait(max(0.05, delay - (loop.time() - began)))
@@ -334,9 +384,12 @@ async def on_intensity(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> 
     lexp = parse(plain(body))
     if Phase.of((body.get("status") or {}).get("phase")) is not Phase.RUNNING:
         return  # the daemon applies it when the generator first answers
-    pods = await rt.kube.list(POD, lexp.namespace, {EXPERIMENT_LABEL: lexp.name})
+    uid = lexp.metadata.uid
+    job = await rt.kube.get_owned(JOB, lexp.namespace, build.job_name(lexp.name), uid)
+    pods = await generator_pods(rt, lexp.namespace, lexp.name, job)
+    secret = await rt.kube.get_owned(SECRET, lexp.namespace, build.control_secret_name(lexp.name), uid)
     want = None if new is None else build.share(float(new), lexp.spec.parallelism)
-    async with Generators() as gens:
+    async with Generators(build.secret_token(secret) if secret else None) as gens:
         for url in control_urls(pods, lexp.spec.control_port):
             try:
                 await gens.set_intensity(url, want)
@@ -349,10 +402,14 @@ async def on_intensity(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> 
 async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Remove the Job (and its pods) and ConfigMaps now; owner references collect them anyway."""
     rt = runtime(memo)
-    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    await rt.kube.delete(JOB, ns, build.job_name(name))
-    for pod in await rt.kube.list(POD, ns, {EXPERIMENT_LABEL: name}):
-        await rt.kube.delete(POD, ns, pod["metadata"]["name"])
+    ns, name, uid = body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"].get("uid")
+    job = await rt.kube.get(JOB, ns, build.job_name(name))
+    await rt.kube.delete(JOB, ns, build.job_name(name), uid, propagation="Foreground")
+    if job is not None and controlled_by(job, uid):
+        for pod in await generator_pods(rt, ns, name, job):
+            await rt.kube.delete(POD, ns, pod["metadata"]["name"], job["metadata"]["uid"])
     for cm in (build.schedule_name(name), build.results_name(name)):
-        await rt.kube.delete(CONFIGMAP, ns, cm)
+        await rt.kube.delete(CONFIGMAP, ns, cm, uid)
+    await rt.kube.delete(SECRET, ns, build.control_secret_name(name), uid)
     rt.metrics.forget_experiment(ns, name)
+    rt.backoff.reset((ns, name))

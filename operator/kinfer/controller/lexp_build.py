@@ -6,6 +6,8 @@ stage's rate already divided by ``parallelism`` so that every generator pod send
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from collections.abc import Mapping
@@ -16,7 +18,13 @@ import yaml
 
 from kinfer.api import LoadExperiment, commands
 from kinfer.api.commands import GeneratorPlacement
-from kinfer.controller.meta import EXPERIMENT_LABEL, owner_reference, standard_labels
+from kinfer.controller.meta import (
+    EXPERIMENT_LABEL,
+    container_security_context,
+    owner_reference,
+    pod_security_context,
+    standard_labels,
+)
 from kinfer.controller.settings import Settings
 
 CONTAINER = "loadgen"
@@ -28,6 +36,9 @@ RESULTS_DIR = "/results"
 DEADLINE_SLACK_S = 300
 #: Schedules up to this long are retried once if the generator pod fails; longer ones are not.
 RETRY_UP_TO_S = 300.0
+#: Key of the control token in the experiment's Secret, and the generator's variable that reads it.
+TOKEN_KEY = "token"
+TOKEN_ENV = "KINFER_LOADGEN_CONTROL_TOKEN"
 
 
 def job_name(name: str) -> str:
@@ -43,6 +54,11 @@ def schedule_name(name: str) -> str:
 def results_name(name: str) -> str:
     """ConfigMap the operator copies the summary into."""
     return f"{name}-results"
+
+
+def control_secret_name(name: str) -> str:
+    """Secret with the token of the generators' control API (only the operator and the pods read it)."""
+    return f"{name}-control"
 
 
 def labels(lexp: LoadExperiment) -> dict[str, str]:
@@ -119,6 +135,31 @@ def build_schedule_configmap(lexp: LoadExperiment) -> dict[str, Any]:
     }
 
 
+# --- control token ------------------------------------------------------------------------------
+
+
+def build_control_secret(lexp: LoadExperiment, token: str) -> dict[str, Any]:
+    """Secret ``<name>-control``: the bearer token every state-changing control call must carry."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _meta(lexp, control_secret_name(lexp.name)),
+        "stringData": {TOKEN_KEY: token},
+    }
+
+
+def secret_token(secret: Mapping[str, Any]) -> str | None:
+    """The token of a Secret as the API returns it (base64 ``data``), or ``None``."""
+    raw = (secret.get("data") or {}).get(TOKEN_KEY)
+    if raw is None:
+        return (secret.get("stringData") or {}).get(TOKEN_KEY)
+    try:
+        return base64.b64decode(raw, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
 # --- job ----------------------------------------------------------------------------------------
 
 
@@ -129,6 +170,7 @@ def loadgen_args(lexp: LoadExperiment, url: str, settings: Settings) -> list[str
         output=RESULTS_DIR,
         control_port=lexp.spec.control_port,
         linger_s=settings.results_linger_s,
+        control_host="0.0.0.0",  # the operator reaches it at the pod IP; the token guards it
         share=lexp.spec.parallelism,
         judge=False,
     )
@@ -161,7 +203,13 @@ def build_job(lexp: LoadExperiment, url: str, settings: Settings) -> dict[str, A
         "image": image,
         "command": ["kinfer"],
         "args": loadgen_args(lexp, url, settings),
-        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "env": [
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            {
+                "name": TOKEN_ENV,
+                "valueFrom": {"secretKeyRef": {"name": control_secret_name(lexp.name), "key": TOKEN_KEY}},
+            },
+        ],
         "ports": [{"name": "control", "containerPort": spec.control_port, "protocol": "TCP"}],
         "readinessProbe": {
             "httpGet": {"path": "/api/status", "port": "control"},
@@ -172,6 +220,7 @@ def build_job(lexp: LoadExperiment, url: str, settings: Settings) -> dict[str, A
             {"name": "schedule", "mountPath": SCHEDULE_DIR, "readOnly": True},
             {"name": "results", "mountPath": RESULTS_DIR},
         ],
+        "securityContext": container_security_context(),
     }
     if spec.resources is not None:
         resources = {
@@ -184,6 +233,8 @@ def build_job(lexp: LoadExperiment, url: str, settings: Settings) -> dict[str, A
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],
+        "securityContext": pod_security_context(),
+        "automountServiceAccountToken": False,  # the generator never calls the API
         "volumes": [
             {"name": "schedule", "configMap": {"name": schedule_name(lexp.name)}},
             {"name": "results", "emptyDir": {}},

@@ -7,6 +7,7 @@ run exactly the same set; the shared objects travel in kopf's ``memo`` as a type
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,11 +15,39 @@ from typing import Any, cast
 
 import kopf
 
-from kinfer.controller.kube import Kube
+from kinfer.controller.kube import Kube, KubeError
 from kinfer.controller.metrics import OperatorMetrics
 from kinfer.controller.settings import Settings
 
 REGISTRY = kopf.OperatorRegistry()
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter per object, for API calls that failed for a passing reason.
+
+    The n-th consecutive failure waits a random time in [d/2, d] with d = base·2ⁿ capped at ``cap``;
+    a server's ``Retry-After`` (429 Too Many Requests, 503) is a floor. A success resets the object.
+    """
+
+    base_s: float = 1.0
+    cap_s: float = 30.0
+    failures: dict[tuple[str, str], int] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def next_delay(self, key: tuple[str, str], exc: KubeError | None = None) -> float:
+        """Seconds to wait before retrying ``key`` after this failure."""
+        n = self.failures.get(key, 0)
+        self.failures[key] = n + 1
+        ceiling = min(self.cap_s, self.base_s * 2.0**n)
+        delay = self.rng.uniform(ceiling / 2, ceiling)
+        if exc is not None and exc.retry_after_s is not None:
+            delay = max(delay, min(exc.retry_after_s, self.cap_s * 4))
+        return delay
+
+    def reset(self, key: tuple[str, str]) -> None:
+        """The object's last call went through."""
+        self.failures.pop(key, None)
 
 
 @dataclass
@@ -30,6 +59,11 @@ class Runtime:
     metrics: OperatorMetrics
     locks: defaultdict[tuple[str, str], asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     """One lock per (namespace, name): reconciles of one object never interleave."""
+    backoff: Backoff = field(default_factory=Backoff)
+    """Retry delays of objects whose API calls failed for a passing reason."""
+
+    def __post_init__(self) -> None:
+        self.backoff.cap_s = self.settings.max_backoff_s
 
 
 def runtime(memo: Any) -> Runtime:

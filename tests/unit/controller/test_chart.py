@@ -58,7 +58,10 @@ NEEDED = {
     ("", "pods"): {"get", "list", "watch", "create", "delete"},  # on.event(pods), ensure, delete
     ("", "services"): {"get", "create", "patch", "delete"},  # ensure, patch on spec change, delete
     ("", "configmaps"): {"get", "create", "patch", "delete"},  # schedule + results (replace_data)
+    ("", "secrets"): {"get", "create", "delete"},  # the generators' control token
     ("batch", "jobs"): {"get", "create", "delete"},  # ensure (create-if-absent), delete
+    ("kinfer.dev", "inferenceservices/finalizers"): {"update"},  # blockOwnerDeletion on owned objects
+    ("kinfer.dev", "loadexperiments/finalizers"): {"update"},
     ("", "events"): {"create"},  # kopf.info / kopf.warn
 }
 

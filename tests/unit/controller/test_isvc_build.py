@@ -53,10 +53,17 @@ def probe(path: str, period: int, failures: int) -> dict[str, Any]:
             "failureThreshold": failures}
 
 
+RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                  "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
 def test_example_pod_is_the_seeds_pod() -> None:
     pod = valid(build.build_pod(isvc_of(example_doc()), 0, SETTINGS))
     spec = {
         "restartPolicy": "Always",
+        "securityContext": RESTRICTED_POD,
+        "automountServiceAccountToken": False,
         "containers": [{
             "name": "server",
             "image": "kinfer/model-server:0.1.0",
@@ -71,6 +78,8 @@ def test_example_pod_is_the_seeds_pod() -> None:
             "startupProbe": probe("/v2/health/live", 5, 60),
             "readinessProbe": probe("/v2/health/ready", 5, 3),
             "livenessProbe": probe("/v2/health/live", 10, 6),
+            "securityContext": RESTRICTED_CONTAINER,
+            "resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "8Gi"}},
             "volumeMounts": [
                 {"name": "model-path", "mountPath": "/model", "readOnly": True},
                 {"name": "data-path", "mountPath": "/data", "readOnly": True},
@@ -148,7 +157,8 @@ def test_minimal_null_service_uses_the_operators_default_image_and_clusterip() -
                                  "--delay-distribution", "exponential", "--workers", "1", "--threads", "1",
                                  "--max-batch-size", "1", "--max-delay-ms", "0", "--host", "0.0.0.0",
                                  "--port", "8000"]
-    assert "volumes" not in pod["spec"] and "resources" not in container
+    assert "volumes" not in pod["spec"]
+    assert container["resources"] == build.DEFAULT_RESOURCES
     service = valid(build.build_service(isvc))
     assert service["spec"] == {"type": "ClusterIP", "selector": {"kinfer.dev/service": "calib"},
                                "ports": [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]}
@@ -228,3 +238,21 @@ def test_observe_and_endpoint() -> None:
     assert build.endpoint([pod("mobilenet-pod0")], allocated) == "http://10.0.0.3:30123"
     assert build.pod_status(pod("mobilenet-pod0", deleting=True)).wire() == {
         "name": "mobilenet-pod0", "phase": "Terminating", "ready": False, "node": "10.0.0.3", "podIP": "10.1.0.7"}
+
+
+@pytest.mark.parametrize(("resources", "expected"), [
+    # the user's value wins per key; the other defaults stay
+    ({"limits": {"cpu": "2"}}, {"requests": {"memory": "1Gi"}, "limits": {"memory": "8Gi", "cpu": "2"}}),
+    # a smaller limit pulls the default request down with it (a request above its limit is invalid)
+    ({"limits": {"memory": "512Mi"}}, {"requests": {"memory": "512Mi"}, "limits": {"memory": "512Mi"}}),
+    # a larger request lifts the default limit
+    ({"requests": {"memory": "16Gi"}}, {"requests": {"memory": "16Gi"}, "limits": {"memory": "16Gi"}}),
+    ({"requests": {"memory": "2G"}, "limits": {"memory": "3G"}}, {"requests": {"memory": "2G"}, "limits": {"memory": "3G"}}),
+])
+def test_memory_defaults_apply_unless_the_spec_overrides_them(
+    resources: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    doc = example_doc()
+    doc["spec"]["resources"] = resources
+    pod = valid(build.build_pod(isvc_of(doc), 0, SETTINGS))
+    assert pod["spec"]["containers"][0]["resources"] == expected

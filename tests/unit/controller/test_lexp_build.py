@@ -105,6 +105,8 @@ def test_example_job() -> None:
                                 "60",
                                 "--interval",
                                 "1",
+                                "--control-host",
+                                "0.0.0.0",
                                 "--control-port",
                                 "8089",
                                 "--output",
@@ -113,7 +115,15 @@ def test_example_job() -> None:
                                 "30",
                                 "--quiet",
                             ],
-                            "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+                            "env": [
+                                {"name": "PYTHONUNBUFFERED", "value": "1"},
+                                {
+                                    "name": "KINFER_LOADGEN_CONTROL_TOKEN",
+                                    "valueFrom": {
+                                        "secretKeyRef": {"name": "mobilenet-load-control", "key": "token"}
+                                    },
+                                },
+                            ],
                             "ports": [{"name": "control", "containerPort": 8089, "protocol": "TCP"}],
                             "readinessProbe": {
                                 "httpGet": {"path": "/api/status", "port": "control"},
@@ -124,8 +134,17 @@ def test_example_job() -> None:
                                 {"name": "schedule", "mountPath": "/etc/kinfer", "readOnly": True},
                                 {"name": "results", "mountPath": "/results"},
                             ],
+                            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                         }
                     ],
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "runAsGroup": 10001,
+                        "fsGroup": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "automountServiceAccountToken": False,
                     "volumes": [
                         {"name": "schedule", "configMap": {"name": "mobilenet-load-schedule"}},
                         {"name": "results", "emptyDir": {}},
