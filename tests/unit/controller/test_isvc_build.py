@@ -247,7 +247,8 @@ def test_observe_and_endpoint() -> None:
     ({"limits": {"memory": "512Mi"}}, {"requests": {"memory": "512Mi"}, "limits": {"memory": "512Mi"}}),
     # a larger request lifts the default limit
     ({"requests": {"memory": "16Gi"}}, {"requests": {"memory": "16Gi"}, "limits": {"memory": "16Gi"}}),
-    ({"requests": {"memory": "2G"}, "limits": {"memory": "3G"}}, {"requests": {"memory": "2G"}, "limits": {"memory": "3G"}}),
+    ({"requests": {"memory": "2G"}, "limits": {"memory": "3G"}},
+     {"requests": {"memory": "2G"}, "limits": {"memory": "3G"}}),
 ])
 def test_memory_defaults_apply_unless_the_spec_overrides_them(
     resources: dict[str, Any], expected: dict[str, Any]
