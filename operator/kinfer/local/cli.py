@@ -16,8 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from kinfer.api import ManifestError, load_resources
-from kinfer.local.plan import LOOPBACK, Plan, build_plan
+from kinfer.api import InferenceService, ManifestError, load_resources
+from kinfer.local.plan import LOOPBACK, Plan, build_plan, missing_host_paths
 from kinfer.local.runner import RunOutcome, run
 
 EXIT_OK, EXIT_SLO, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -66,16 +66,17 @@ def free_ports() -> Iterator[int]:
             yield s.getsockname()[1]
 
 
-def _check_paths(plan: Plan) -> None:
-    """Model, dataset and payload paths must exist before anything starts."""
-    for server in plan.servers:
-        argv = list(server.argv[0])
-        for flag in ("--model", "--dataset"):
-            if flag in argv:
-                path = Path(argv[argv.index(flag) + 1])
-                if not path.exists():
-                    field = "spec.model.path" if flag == "--model" else "spec.dataset"
-                    raise ManifestError(f"InferenceService {server.name}: {field} {path} does not exist")
+def _check_paths(plan: Plan, services: list[InferenceService], base: Path) -> None:
+    """Model, dataset and payload paths must exist before anything starts; a server's missing paths are
+    named together, as the host paths this machine would need (through the manifest's volumes)."""
+    for svc in services:
+        missing = missing_host_paths(svc, base)
+        if missing:
+            raise ManifestError(
+                f"InferenceService {svc.name} needs host paths that do not exist on this machine: "
+                + "; ".join(missing)
+                + " (copy them here, or build a model with `kinfer model build` as examples/local-demo.yaml does)"
+            )
     for exp in plan.experiments:
         payload = exp.resource.spec.target.payload
         if ":" in payload:
@@ -110,7 +111,7 @@ def main(argv: list[str]) -> int:
             return root / name / stamp if default_root else root / name
 
         plan = build_plan(resources, free_ports(), results_for, dashboard, Path.cwd())
-        _check_paths(plan)
+        _check_paths(plan, [r for r in resources if isinstance(r, InferenceService)], Path.cwd())
         if dashboard is not None:
             for exp in plan.experiments:
                 if not _port_free(exp.control_port):

@@ -2,8 +2,10 @@
 
 Each InferenceService becomes ``replicas`` ``kinfer serve`` processes on loopback ports (plus a random
 1-of-n balancer when there are several, as the seeds' load balancing did); each LoadExperiment becomes
-one ``kinfer loadgen`` process whose control API doubles as the dashboard. Fields that only mean
-something in a cluster are listed as ignored, never silently dropped.
+one ``kinfer loadgen`` process whose control API doubles as the dashboard. A server's container paths
+(model, dataset) that lie under one of its ``volumes`` are read from the volume's ``hostPath`` on this
+machine, as the pod would see them. Fields that only mean something in a cluster are listed as
+ignored, never silently dropped.
 """
 
 from __future__ import annotations
@@ -81,6 +83,42 @@ def _resolve(path: str, base: Path) -> str:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
+@dataclass(frozen=True)
+class HostPath:
+    """Where a server's container path is read from on this machine, and through which volume."""
+
+    path: str
+    volume: str | None = None
+    host_dir: str | None = None
+
+
+def host_path(svc: InferenceService, path: str, base: Path) -> HostPath:
+    """A container path of ``svc`` on this machine: under a volume's ``mountPath`` it is read from the
+    volume's ``hostPath`` (the longest mount wins); otherwise relative paths resolve from ``base``."""
+    mounts = sorted(svc.spec.volumes or [], key=lambda v: len(v.mount_path), reverse=True)
+    for volume in mounts:
+        mount = volume.mount_path.rstrip("/") or "/"
+        if path == mount or path.startswith(mount.rstrip("/") + "/"):
+            rest = path[len(mount) :].lstrip("/")
+            host = str(Path(volume.host_path) / rest) if rest else volume.host_path
+            return HostPath(host, volume.name, volume.host_path)
+    return HostPath(_resolve(path, base))
+
+
+def missing_host_paths(svc: InferenceService, base: Path) -> list[str]:
+    """``svc``'s model and dataset paths that do not exist here, each as ``HOST (field [via volume])``."""
+    fields = [("spec.model.path", svc.spec.model.path), ("spec.dataset", svc.spec.dataset)]
+    out = []
+    for field_name, path in fields:
+        if not path:
+            continue
+        where = host_path(svc, path, base)
+        if not Path(where.path).exists():
+            via = f" via volume {where.volume} hostPath {where.host_dir}" if where.volume else ""
+            out.append(f"{where.path} ({field_name} {path}{via})")
+    return out
+
+
 def ignored_server_fields(svc: InferenceService) -> list[str]:
     """Cluster-only settings of an InferenceService that local mode cannot honour."""
     spec, out = svc.spec, []
@@ -91,7 +129,10 @@ def ignored_server_fields(svc: InferenceService) -> list[str]:
     if spec.service and spec.service.node_port:
         out.append(f"service.nodePort {spec.service.node_port}")
     if spec.volumes:
-        out.append("volumes (hostPath): " + ", ".join(v.name for v in spec.volumes))
+        used = {h.volume for p in (spec.model.path, spec.dataset) if p and (h := host_path(svc, p, Path("/"))).volume}
+        unused = [v.name for v in spec.volumes if v.name not in used]
+        if unused:
+            out.append("volumes (only model and dataset paths are read from hostPath): " + ", ".join(unused))
     if spec.resources:
         out.append("resources")
     if spec.gpu and spec.gpu.count:
@@ -101,7 +142,7 @@ def ignored_server_fields(svc: InferenceService) -> list[str]:
 
 def server_argv(svc: InferenceService, port: int, base: Path) -> list[str]:
     """``kinfer serve`` for one replica of ``svc`` on a loopback ``port`` (relative paths from ``base``)."""
-    return kinfer_command(*serve_args(svc, LOOPBACK, port, lambda p: _resolve(p, base)))
+    return kinfer_command(*serve_args(svc, LOOPBACK, port, lambda p: host_path(svc, p, base).path))
 
 
 def schedule_document(exp: LoadExperiment) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ class BuildResult:
     images: int
     spec: ModelSpec
     seconds: float
+    #: ``--sizes``: the dataset at each square size, by size (pixels).
+    sized: dict[int, Path] = field(default_factory=dict)
 
 
 def _quiet_tensorflow() -> Any:
@@ -49,8 +51,11 @@ def _quiet_tensorflow() -> Any:
     return tf
 
 
-def build(name: str, out: Path, tiny: bool = False, onnx: bool = True, savedmodel: bool = True) -> BuildResult:
-    """Build model ``name`` into ``out`` (created if missing)."""
+def build(
+    name: str, out: Path, tiny: bool = False, onnx: bool = True, savedmodel: bool = True, sizes: tuple[int, ...] = ()
+) -> BuildResult:
+    """Build model ``name`` into ``out`` (created if missing); ``sizes`` also writes the dataset at those
+    square sizes (``dataset-<size>px/``)."""
     if name not in BUILDABLE:
         raise ValueError(f"unknown model {name!r} (one of {', '.join(BUILDABLE)})")
     started = time.perf_counter()
@@ -81,7 +86,8 @@ def build(name: str, out: Path, tiny: bool = False, onnx: bool = True, savedmode
     images = dataset.write_dataset(out / "dataset", spec.input_size)
     meta = spec_to_json(spec, files, "dataset")
     (out / MODEL_JSON).write_text(json.dumps(meta, indent=2) + "\n")
-    return BuildResult(out, files, out / "dataset", len(images), spec, time.perf_counter() - started)
+    sized = {size: dataset.size_dir(out, size) for size in dataset.write_sizes(out, sizes)}
+    return BuildResult(out, files, out / "dataset", len(images), spec, time.perf_counter() - started, sized)
 
 
 def _build_random(name: str, tiny: bool) -> tuple[Any, Any]:

@@ -1,4 +1,4 @@
-"""``kinfer model build NAME --output DIR [--tiny] [--no-onnx] [--no-savedmodel]``.
+"""``kinfer model build NAME --output DIR [--tiny] [--no-onnx] [--no-savedmodel] [--sizes 16,64,...]``.
 
 argv starts after ``model``. Exit codes: 0 built, 2 bad input (one stderr line naming the problem).
 """
@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tiny", action="store_true", help="tiny random-weight version, same interface (tests; 20-60 KB)")
     b.add_argument("--no-onnx", action="store_true", help="skip the tf2onnx conversion")
     b.add_argument("--no-savedmodel", action="store_true", help="skip the SavedModel export")
+    b.add_argument(
+        "--sizes",
+        default=os.environ.get(ENV_PREFIX + "SIZES"),
+        help="also write the dataset at these square sizes in pixels, e.g. 16,32,64,96,128,224,2000 "
+        "(DIR/dataset-<size>px/; seed 004's image-resolution study)",
+    )
     sub.add_parser("list", help="list the models that can be built")
     return parser
 
@@ -52,6 +58,14 @@ def main(argv: list[str]) -> int:
             raise UsageError("--output DIR is required")
         if args.command == "build" and args.tiny and args.name == "ssdlite-person":
             raise UsageError("--tiny applies to the random-weight models, not ssdlite-person")
+        sizes: tuple[int, ...] = ()
+        if args.command == "build" and args.sizes:
+            from kinfer.modelzoo.dataset import parse_sizes
+
+            try:
+                sizes = parse_sizes(args.sizes)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
     except UsageError as exc:
         print(f"kinfer model: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -67,12 +81,16 @@ def main(argv: list[str]) -> int:
     if out.exists() and not out.is_dir():
         print(f"kinfer model: --output {out}: not a directory", file=sys.stderr)
         return EXIT_BAD_INPUT
-    result = build(args.name, out, tiny=args.tiny, onnx=not args.no_onnx, savedmodel=not args.no_savedmodel)
+    result = build(
+        args.name, out, tiny=args.tiny, onnx=not args.no_onnx, savedmodel=not args.no_savedmodel, sizes=sizes
+    )
     spec = result.spec
     print(f"built {spec.name} in {result.seconds:.1f}s -> {result.root}")
     for fmt, rel in result.files.items():
         print(f"  {fmt:<14} {result.root / rel}")
     print(f"  dataset        {result.dataset} ({result.images} images, {spec.input_size[0]}x{spec.input_size[1]})")
+    for size, where in result.sized.items():
+        print(f"  dataset {size}px  {where}")
     print(f"  weights        {spec.weights}: {spec.note}")
     print(f"serve it: kinfer serve --model {result.root}")
     return EXIT_OK

@@ -13,6 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+#: Largest image side ``--sizes`` accepts, pixels.
+MAX_SIZE = 8192
 #: scikit-image data files used, by output name (the cat is "chelsea").
 IMAGES = {
     "astronaut": "astronaut.png",
@@ -49,6 +51,32 @@ def write_dataset(out: Path, size: tuple[int, int]) -> list[Path]:
         picture.save(target, format="JPEG", quality=90)
         written.append(target)
     return written
+
+
+def size_dir(out: Path, size: int) -> Path:
+    """Where ``--sizes`` writes the dataset of ``size`` x ``size`` pixels: ``OUT/dataset-<size>px``."""
+    return out / f"dataset-{size}px"
+
+
+def write_sizes(out: Path, sizes: tuple[int, ...]) -> dict[int, list[Path]]:
+    """The same pictures at each square size (seed 004's resolution study sent 16 ... 2000 px images):
+    ``OUT/dataset-<size>px/*.jpg`` per size; returns the files written by size."""
+    return {size: write_dataset(size_dir(out, size), (size, size)) for size in sizes}
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``"16,64,224"`` -> (16, 64, 224); ``ValueError`` naming the bad entry (sizes 1..MAX_SIZE px)."""
+    sizes: list[int] = []
+    for part in text.split(","):
+        try:
+            size = int(part.strip())
+        except ValueError:
+            raise ValueError(f"--sizes: {part.strip()!r} is not a whole number of pixels") from None
+        if not 1 <= size <= MAX_SIZE:
+            raise ValueError(f"--sizes: {size} is outside 1..{MAX_SIZE} px")
+        if size not in sizes:
+            sizes.append(size)
+    return tuple(sizes)
 
 
 def load_original(name: str) -> NDArray[np.uint8]:

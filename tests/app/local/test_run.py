@@ -105,7 +105,8 @@ def test_a_missing_model_file_exits_2_before_starting_anything(tmp_path: Path) -
     docs[0]["spec"]["model"] = {"name": "m", "format": "onnx", "path": "nowhere/model.onnx"}
     manifest.write_text(yaml.safe_dump_all(docs))
     done = _run(tmp_path, manifest, timeout=30)
-    assert done.returncode == 2 and "spec.model.path" in done.stderr and "does not exist" in done.stderr
+    assert done.returncode == 2 and "spec.model.path nowhere/model.onnx" in done.stderr
+    assert f"{tmp_path}/nowhere/model.onnx" in done.stderr and "do not exist on this machine" in done.stderr
 
 
 def test_ctrl_c_mid_run_leaves_no_process_and_a_valid_partial_report(tmp_path: Path) -> None:
@@ -134,3 +135,15 @@ def test_ctrl_c_mid_run_leaves_no_process_and_a_valid_partial_report(tmp_path: P
     summary = json.loads((results / "summary.json").read_text())
     assert summary["sent"] >= 20 and summary["durationS"] < 30
     assert (results / "report.html").exists() and "interrupted" in out
+
+
+def test_the_seeds_manifest_names_the_host_paths_it_needs_before_starting_anything(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[3]
+    proc = subprocess.run([*KINFER, "run", str(root / "examples/mobilenet.yaml"), "--results", str(tmp_path),
+                           "--no-dashboard", "--plain"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stdout == ""
+    assert "needs host paths that do not exist on this machine" in proc.stderr
+    assert "/home/tank/yanan/model/ssd_mobilenet_v1_coco_2018_01_28.pb" in proc.stderr
+    assert "/home/tank/yanan/data/coco-300/val2017" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no logs, no results: nothing was started

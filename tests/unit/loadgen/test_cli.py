@@ -59,7 +59,8 @@ def test_bad_input_exits_2_with_one_line_naming_it(
         ("stages: []\n", "stages"),
         ("- {rps: 10, duration: 1s\n", "malformed"),
         ("- {rps: 10, duration: 1s, speed: 3}\n", "speed"),
-        ("- {concurrency: 2, duration: 1s}\n- {rps: 3, duration: 1s}\n", "stages[1].rps: a schedule is all-rate or all-concurrency"),
+        ("- {concurrency: 2, duration: 1s}\n- {rps: 3, duration: 1s}\n",
+         "stages[1].rps: a schedule is all-rate or all-concurrency"),
     ],
 )
 def test_malformed_schedules_exit_2(

@@ -68,7 +68,8 @@ def test_cluster_only_fields_are_reported_as_ignored_and_gpu_devices_still_pin()
     assert server.env == {"CUDA_VISIBLE_DEVICES": "0"}
     notes = "\n".join(plan.notes)
     assert "nodeName 'tank-node3'" in notes and "service.nodePort 31500" in notes
-    assert "volumes (hostPath): model-path, data-path, code-path, script-path" in notes
+    assert "volumes (only model and dataset paths are read from hostPath): code-path, script-path" in notes
+    assert _flag(server.argv[0], "--model") == "/home/tank/yanan/model/ssd_mobilenet_v1_coco_2018_01_28.pb"
     assert _flag(server.argv[0], "--memory-fraction") == "0.01"
     assert _flag(server.argv[0], "--known-model") == "ssd-mobilenet"
 
@@ -134,3 +135,19 @@ def test_a_capacity_run_is_judged_by_whether_a_capacity_was_found() -> None:
 def test_unusable_references_are_bad_input(docs: list[dict[str, Any]], needle: str) -> None:
     with pytest.raises(ManifestError, match=needle):
         _plan(docs)
+
+
+def test_container_paths_under_a_volume_are_read_from_its_host_path() -> None:
+    svc = _svc(
+        model={"name": "m", "format": "onnx", "path": "/model/m.onnx"},
+        dataset="/data/images",
+        volumes=[
+            {"name": "model", "hostPath": "/srv/models", "mountPath": "/model"},
+            {"name": "code", "hostPath": "/srv/code", "mountPath": "/code"},
+        ],
+    )
+    plan = _plan([svc])
+    argv = plan.servers[0].argv[0]
+    assert _flag(argv, "--model") == "/srv/models/m.onnx"  # through the volume
+    assert _flag(argv, "--dataset") == "/data/images"  # no volume: as written
+    assert any("volumes (only model and dataset paths are read from hostPath): code" in n for n in plan.notes)

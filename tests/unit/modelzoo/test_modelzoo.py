@@ -89,3 +89,25 @@ def test_list_names_the_buildable_models_and_says_which_are_random(capsys: pytes
     assert "ssdlite-person" in out
     assert "ssd-resnet34" in out
     assert "meaningless" in out
+
+
+def test_sizes_write_the_dataset_at_each_square_size(tmp_path: Path) -> None:
+    from kinfer.modelzoo.dataset import parse_sizes, write_sizes
+
+    sizes = parse_sizes("16, 64,16,2000")
+    assert sizes == (16, 64, 2000)
+    written = write_sizes(tmp_path, sizes)
+    for size in sizes:
+        files = sorted((tmp_path / f"dataset-{size}px").glob("*.jpg"))
+        assert files and files == sorted(written[size])
+        with Image.open(files[0]) as img:
+            assert img.size == (size, size)
+
+
+@pytest.mark.parametrize(("sizes", "needle"), [("16,abc", "'abc'"), ("0", "outside"), ("9000", "outside")])
+def test_bad_sizes_exit_2_naming_the_entry(
+    sizes: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["build", "resnet50", "--output", str(tmp_path), "--sizes", sizes]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--sizes" in err and needle in err
