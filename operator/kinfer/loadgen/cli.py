@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--min-success-rate", type=float, help="exit 1 if completed/offered is below (0..1)")
     run = p.add_argument_group("process")
     run.add_argument("--processes", type=int, help="generator processes sharing the rate (default 1)")
-    run.add_argument("--control-host", help="control API address (default 0.0.0.0)")
+    run.add_argument("--control-host", help="control API address (default 127.0.0.1; 0.0.0.0 with --control-token)")
+    run.add_argument(
+        "--control-token",
+        help="bearer token every state-changing control call must carry (without one: loopback only)",
+    )
     run.add_argument("--control-port", type=int, help="control API port (default 8089, 0 any, -1 none)")
     run.add_argument("--worker-cpus", help="pin generator processes to these CPUs, e.g. 2,3 or 2-5")
     run.add_argument("--linger", help="keep the control API up this long after the run (default 0)")

@@ -6,10 +6,12 @@ the value, so the command can print one line and exit 2.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
 import socket
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,9 +59,12 @@ class LoadgenConfig:
     window: float = 60.0
     interval: float = 1.0
     processes: int = 1
-    control_host: str = "0.0.0.0"
+    #: Loopback unless a control token is set (then every address, ``0.0.0.0``, by default).
+    control_host: str = "127.0.0.1"
     #: ``None``: no control API; 0: any free port.
     control_port: int | None = 8089
+    #: Bearer token every state-changing control call must carry (DESIGN.md §6); None: loopback only.
+    control_token: str | None = field(default=None, repr=False)
     output: Path | None = None
     quiet: bool = False
     linger: float = 0.0
@@ -234,6 +239,7 @@ def build_config(args: dict[str, Any], *, resolve: bool = True) -> LoadgenConfig
     for flag, key in positive_ints.items():
         if args.get(key) is not None and args[key] < 1:
             raise ConfigError(f"{flag} must be >= 1, got {args[key]!r}")
+    control_token, control_host = control_args(args.get("control_token"), args.get("control_host"))
     port = args.get("control_port")
     if port is not None and not -1 <= port <= 65535:
         raise ConfigError(f"--control-port must be 0..65535 (or -1 for none), got {port!r}")
@@ -263,7 +269,8 @@ def build_config(args: dict[str, Any], *, resolve: bool = True) -> LoadgenConfig
         window=duration_arg("--window", args.get("window")) or 60.0,
         interval=duration_arg("--interval", args.get("interval")) or 1.0,
         processes=args.get("processes") or 1,
-        control_host=args.get("control_host") or "0.0.0.0",
+        control_host=control_host,
+        control_token=control_token,
         control_port=None if port == -1 else (8089 if port is None else port),
         output=Path(output) if output else None,
         quiet=bool(args.get("quiet")),
@@ -277,6 +284,40 @@ def build_config(args: dict[str, Any], *, resolve: bool = True) -> LoadgenConfig
         batch_size=batch_size,
         **(capacity or {}),
     )
+
+
+#: Characters a control token may use (it travels in an HTTP header and a query string).
+_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-._~+/=")
+MIN_TOKEN_LENGTH = 16
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is only reachable from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def control_args(token: str | None, host: str | None) -> tuple[str | None, str]:
+    """The control API's token and bind address: without a token it listens on loopback only, and a
+    non-loopback ``--control-host`` without one is refused (anyone who reaches it could steer the run)."""
+    token = token or None  # an empty KINFER_LOADGEN_CONTROL_TOKEN is no token
+    if token is not None and (len(token) < MIN_TOKEN_LENGTH or not set(token) <= _TOKEN_CHARS):
+        raise ConfigError(
+            f"--control-token must be at least {MIN_TOKEN_LENGTH} characters of A-Z a-z 0-9 - . _ ~ + / = "
+            f"(got {len(token)} characters)"
+        )
+    if host is None:
+        return token, "0.0.0.0" if token is not None else "127.0.0.1"
+    if token is None and not is_loopback(host):
+        raise ConfigError(
+            f"--control-host {host} would let anyone who reaches it change or stop the run: set --control-token "
+            "(or KINFER_LOADGEN_CONTROL_TOKEN), or bind a loopback address such as 127.0.0.1"
+        )
+    return token, host
 
 
 def capacity_args(args: dict[str, Any], mode: str) -> dict[str, Any] | None:

@@ -5,15 +5,30 @@ JSON endpoints (DESIGN.md §6): ``GET /api/status``, ``GET /api/records?since=N`
 ``GET /metrics`` (Prometheus) and ``GET /`` (dashboard; its charting library is the ``plotly``
 package's bundled plotly.js, served at ``/static/plotly.min.js``).
 Bad requests answer 400 ``{"error": "..."}``.
+
+Every state-changing call (``POST /api/intensity``, ``POST /api/stop`` and the seed's ``.do`` URLs
+that set, start or stop) is guarded:
+
+- a POST must say ``Content-Type: application/json`` (415 otherwise): a cross-site page can send a
+  ``text/plain`` or form POST without asking, never a JSON one;
+- with a control token (``--control-token``), the JSON API needs ``Authorization: Bearer <token>``
+  and the seed's ``.do`` URLs, which stay GET as the seed's browser used them, ``token=<token>`` (or
+  the same header); 401 otherwise, compared in constant time. Without a token the API listens on
+  loopback only (``kinfer.loadgen.config.control_args``).
+
+Reads (status, records, metrics, the dashboard page) stay open. The dashboard takes the token from its
+own URL (``/?token=...``) and sends it with its controls.
 """
 
 from __future__ import annotations
 
 import functools
+import hmac
 import json
 import math
 from importlib import resources
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,6 +42,13 @@ class BadRequest(Exception):
     """A client error: answered 400 with ``{"error": message}``."""
 
 
+#: The calls that change the run: the JSON API's POSTs and the seed's ``.do`` URLs that act.
+STATE_CHANGING = frozenset(
+    ("/api/intensity", "/api/stop", "/startOnlineQuery.do", "/setIntensity.do", "/stopOnlineQuery.do",
+     "/goOnlineQuery.do")
+)  # fmt: skip
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
@@ -34,6 +56,41 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return response
     except BadRequest as exc:
         return web.json_response({"error": str(exc)}, status=400)
+
+
+def _bearer(request: web.Request) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def guard(token: str | None) -> Any:
+    """Middleware: JSON-only POSTs, and the token on every state-changing call (when one is set)."""
+    expected = token.encode() if token else None
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path in STATE_CHANGING:
+            if expected is not None:
+                given = _bearer(request)
+                if given is None and request.path.endswith(".do"):
+                    given = request.query.get("token")
+                if given is None or not hmac.compare_digest(given.encode(), expected):
+                    how = "token=<token>" if request.path.endswith(".do") else "Authorization: Bearer <token>"
+                    return web.json_response(
+                        {"error": f"{'wrong' if given else 'missing'} control token: send {how}"},
+                        status=401,
+                        headers={"WWW-Authenticate": 'Bearer realm="kinfer loadgen"'},
+                    )
+            if request.method == "POST" and request.content_type != "application/json":
+                return web.json_response(
+                    {"error": f"POST needs Content-Type: application/json, got {request.content_type!r}"},
+                    status=415,
+                )
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return check
 
 
 @functools.cache
@@ -76,12 +133,13 @@ def _intensity_param(request: web.Request) -> float | None:
 class ControlServer:
     """Serves one :class:`Run`'s control API on ``host:port`` (port 0: any free port)."""
 
-    def __init__(self, run: Run, host: str, port: int) -> None:
+    def __init__(self, run: Run, host: str, port: int, token: str | None = None) -> None:
         self.run = run
         self.host = host
         self.port = port
+        self.token = token
         self.registry = registry_for(run)
-        self.app = web.Application(middlewares=[_errors])
+        self.app = web.Application(middlewares=[guard(token), _errors])
         r = self.app.router
         r.add_get("/", self.dashboard)
         r.add_get("/static/plotly.min.js", self.plotly)
@@ -180,7 +238,8 @@ class ControlServer:
         return web.json_response({"intensity": rps, "targetRPS": self._target()})
 
     async def seed_dashboard(self, request: web.Request) -> web.Response:
-        raise web.HTTPFound("/")
+        token = request.query.get("token")
+        raise web.HTTPFound("/" if self.token is None or token is None else "/?" + urlencode({"token": token}))
 
     async def seed_query_time(self, request: web.Request) -> web.Response:
         """The seed's field names: SR in percent, queryTime = last record's p99, avg99th its window mean."""

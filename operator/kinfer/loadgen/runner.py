@@ -372,7 +372,7 @@ async def serve(run: Run, *, handle_signals: bool = False) -> Run:
     config = run.config
     server: ControlServer | None = None
     if config.control_port is not None:
-        server = ControlServer(run, config.control_host, config.control_port)
+        server = ControlServer(run, config.control_host, config.control_port, config.control_token)
         try:
             await server.start()
         except OSError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import signal
 import time
 from dataclasses import dataclass, field
@@ -83,6 +84,13 @@ class Runner:
         self.samples: list[monitor.ResourceSample] = []
         self.started_at: dict[str, float] = {}
         self.stop_requested = asyncio.Event()
+        #: The generators' control token (on loopback too: other users of this machine reach loopback).
+        self.token = secrets.token_urlsafe(24)
+        self.auth = {"Authorization": f"Bearer {self.token}"}
+
+    def dashboard_url(self, exp: ExperimentPlan) -> str:
+        """The dashboard with the token its controls send (printed on this user's own terminal only)."""
+        return f"{exp.control_url}/?token={self.token}"
 
     async def start_servers(self) -> None:
         """Start every replica, then wait until all are ready."""
@@ -123,7 +131,8 @@ class Runner:
             exp.results_dir.mkdir(parents=True, exist_ok=True)
             (exp.results_dir / "schedule.json").write_text(json.dumps(exp.schedule, indent=2))
             label = f"LoadExperiment {exp.name} generator"
-            child = await processes.start(label, list(exp.argv), {}, self.logs / f"{exp.name}-loadgen.log")
+            env = {"KINFER_LOADGEN_CONTROL_TOKEN": self.token}
+            child = await processes.start(label, list(exp.argv), env, self.logs / f"{exp.name}-loadgen.log")
             self.generators[exp.name] = child
             self.started_at[exp.name] = time.time()
 
@@ -134,7 +143,8 @@ class Runner:
                 continue
             for _ in range(50):
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.post(exp.control_url + "/api/intensity", json={"rps": rps}) as resp:
+                    url = exp.control_url + "/api/intensity"
+                    async with session.post(url, json={"rps": rps}, headers=self.auth) as resp:
                         if resp.status == 200:
                             break
                 await asyncio.sleep(0.1)
@@ -142,7 +152,7 @@ class Runner:
     async def watch(self) -> None:
         """Refresh the view and sample servers until every generator has exited or a stop is asked."""
         rows = {
-            e.name: view.Row(e.name, e.control_url + "/", e.resource.spec.duration_s) for e in self.plan.experiments
+            e.name: view.Row(e.name, self.dashboard_url(e), e.resource.spec.duration_s) for e in self.plan.experiments
         }
         samplers = [
             monitor.ProcessTreeSampler(name, [c.pid for c in children]) for name, children in self.servers.items()
@@ -198,7 +208,7 @@ class Runner:
             if child is None or not child.running:
                 continue
             try:
-                async with session.post(exp.control_url + "/api/stop") as resp:
+                async with session.post(exp.control_url + "/api/stop", json={}, headers=self.auth) as resp:
                     await resp.read()
             except (aiohttp.ClientError, TimeoutError):
                 with contextlib.suppress(ProcessLookupError):
@@ -242,7 +252,7 @@ async def run(plan: Plan, logs: Path, console: Any, live_view: bool) -> RunOutco
                 for exp in plan.experiments:
                     console.print(
                         f"LoadExperiment {exp.name}: {exp.url}{exp.resource.spec.target.path} "
-                        f"-> dashboard {exp.control_url}/",
+                        f"-> dashboard {runner.dashboard_url(exp)}",
                         soft_wrap=True,
                     )
                 await runner.start_generators()

@@ -85,7 +85,9 @@ async def test_the_search_finds_a_capacity_and_writes_one_stage_per_probe(single
     assert probes[0]["met"] and not probes[3]["met"] and probes[3]["p99Ms"] > 100
     assert 10 <= cap["rps"] < 80 and cap["p99Ms"] <= 100
     assert all(set(p) >= {"rps", "p99Ms", "serviceRate"} for p in probes)
-    assert summary["slo"] == {"p99Ms": 100.0, "minSuccessRate": None, "met": True}
+    assert summary["slo"] == {"p99Ms": 100.0, "minSuccessRate": None, "met": True,
+                              "successRate": summary["successRate"],
+                              "message": f"capacity {cap['rps']:g} rps at p99 {cap['p99Ms']} ms"}  # fmt: skip
     assert summary["phase"] == "Succeeded" and summary["sent"] == single.received
     assert [s["rps"] for s in summary["stages"]] == [p["rps"] for p in probes]
     assert sum(s["sent"] for s in summary["stages"]) == summary["sent"]
@@ -109,7 +111,7 @@ async def test_stop_ends_the_search_keeping_the_probes_done(single: SingleServer
         assert run.control_url is not None
         async with session.post(run.control_url + "api/intensity", json={"rps": 3}) as resp:
             assert resp.status == 400  # the search sets the rate
-        async with session.post(run.control_url + "api/stop") as resp:
+        async with session.post(run.control_url + "api/stop", json={}) as resp:
             assert resp.status == 200
     await asyncio.wait_for(task, 20)
     summary = json.loads((tmp_path / "summary.json").read_text())

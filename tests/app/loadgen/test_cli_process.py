@@ -103,7 +103,7 @@ async def test_linger_keeps_the_final_status_readable(target: TargetServer) -> N
             await poll()
             await asyncio.sleep(0.1)
         assert status["sent"] == target.received
-        async with http.post(url + "/api/stop") as resp:
+        async with http.post(url + "/api/stop", json={}) as resp:
             assert resp.status == 200
     await asyncio.wait_for(proc.wait(), 10)
     assert proc.returncode == 0

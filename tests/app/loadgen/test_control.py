@@ -16,6 +16,8 @@ from kinfer.loadgen.recorder import RECORD_COLUMNS
 from tests.app.loadgen.conftest import StartRun
 from tests.app.loadgen.support import TargetServer, eventually
 
+JSON = {"Content-Type": "application/json"}
+
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
@@ -78,7 +80,7 @@ async def test_bad_intensity_requests_get_400_with_an_error(
     target: TargetServer, start_run: StartRun, http: aiohttp.ClientSession, body: str
 ) -> None:
     handle = await start_run(target.url(), "--rps", "5", "--duration", "30")
-    async with http.post(handle.api("/api/intensity"), data=body) as resp:
+    async with http.post(handle.api("/api/intensity"), data=body, headers=JSON) as resp:
         assert resp.status == 400
         assert "error" in await resp.json()
     assert handle.run.plan.override is None
@@ -89,7 +91,7 @@ async def test_stop_ends_the_run_gracefully_and_keeps_results(
 ) -> None:
     handle = await start_run(target.url(), "--rps", "50", "--duration", "60")
     await eventually(lambda: len(handle.run.recorder.records) >= 1)
-    async with http.post(handle.api("/api/stop")) as resp:
+    async with http.post(handle.api("/api/stop"), json={}) as resp:
         assert resp.status == 200
     run = await handle.finished(within=10)
     summary = json.loads((tmp_path / "results" / "summary.json").read_text())
