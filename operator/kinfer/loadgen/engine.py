@@ -304,7 +304,7 @@ class Generator:
     def _after_response(self, error: str | None) -> None:
         """Closed loop: the client whose request just ended goes on (after its think time)."""
         delay = self.spec.think_time
-        if error == "connection":
+        if error in ("connection", "reset", "closed"):  # a server refusing connections: no busy loop
             delay = max(delay, CONNECT_RETRY_S)
         if delay > 0:
             asyncio.get_running_loop().call_later(delay, self._client_next)

@@ -7,6 +7,15 @@ per second on one core that overhead would become the latency being measured. He
 read-until-close) with a completion callback — no per-request task or timer. Timeouts are enforced by
 one periodic sweep over busy connections. A request that finds no idle connection opens a new one
 (counted in its service time); closed or failed connections leave the pool and are replaced on demand.
+
+Failures are classified where they happen: ``connection`` (no connection could be opened), ``reset``
+(the peer reset the connection or it broke while writing), ``closed`` (the server closed it before a
+whole response), ``timeout``, ``protocol`` (not HTTP/1.x), ``http_<status>``. A kept-alive connection
+the server closed just as a request was written to it (the keep-alive race: nothing of a response
+came back) is not the request's fault: the request is sent once more on a new connection, keeping its
+scheduled and first-dispatch times, so its latency still counts from the schedule and its service
+time from the first send. A request is retried at most once, and never when it went out on a fresh
+connection.
 """
 
 from __future__ import annotations
@@ -54,6 +63,15 @@ def _header(lower: bytes, head: bytes, name: bytes) -> bytes | None:
     return head[start : end if end >= 0 else len(head)].strip()
 
 
+def lost_class(exc: Exception | None) -> str:
+    """The error class of a connection lost mid-request: ``closed`` (the peer's FIN), ``reset``, or ``connection``."""
+    if exc is None:
+        return "closed"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+        return "reset"
+    return "connection"
+
+
 class Connection(asyncio.Protocol):
     """One keep-alive connection carrying at most one request at a time (no pipelining)."""
 
@@ -65,6 +83,12 @@ class Connection(asyncio.Protocol):
         self.due = 0.0
         self.sent = 0.0
         self.stage = 0
+        #: The request on the wire (kept for one retry after a keep-alive race).
+        self.data = b""
+        #: Responses completed on this connection: a request on a used connection may meet the race.
+        self.served = 0
+        #: Whether the current request already is a retry (then it is never retried again).
+        self.retry = False
         self._buf = bytearray()
         self._state = _HEAD
         self._remaining = 0
@@ -74,12 +98,14 @@ class Connection(asyncio.Protocol):
 
     # -- requests -------------------------------------------------------------------------------
 
-    def start(self, due: float, sent: float, stage: int) -> None:
-        """Mark the connection busy with a request scheduled at ``due`` and dispatched at ``sent``."""
+    def start(self, due: float, sent: float, stage: int, data: bytes, *, retry: bool = False) -> None:
+        """Mark the connection busy with request ``data`` scheduled at ``due`` and dispatched at ``sent``."""
         self.busy = True
         self.due = due
         self.sent = sent
         self.stage = stage
+        self.data = data
+        self.retry = retry
         self._state = _HEAD
         self._buf.clear()
 
@@ -103,6 +129,7 @@ class Connection(asyncio.Protocol):
     def _complete(self) -> None:
         now = time.monotonic()
         self.busy = False
+        self.served += 1
         self._state = _HEAD
         keep = self._keep
         self.pool._release(self, keep=keep)
@@ -126,8 +153,13 @@ class Connection(asyncio.Protocol):
         if self.busy:
             if self._state == _UNTIL_CLOSE:
                 self._complete()
+            elif self._state == _HEAD and not self._buf and self.served and not self.retry:
+                # the keep-alive race: the server had closed this connection as the request went out
+                self.busy = False
+                self.pool._busy.discard(self)
+                self.pool.resend(self.data, self.due, self.sent, self.stage)
             else:
-                self.fail("connection")
+                self.fail(lost_class(exc))
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -243,6 +275,8 @@ class ConnectionPool:
         self.timeout = timeout
         self._idle: list[Connection] = []
         self._busy: set[Connection] = set()
+        #: Requests sent a second time after a keep-alive race.
+        self.retries = 0
         self._ssl: ssl.SSLContext | None = ssl.create_default_context() if target.scheme == "https" else None
 
     @property
@@ -259,16 +293,24 @@ class ConnectionPool:
             if transport is None or transport.is_closing():
                 continue
             sent = time.monotonic()
-            conn.start(due, sent, stage)
+            conn.start(due, sent, stage, data)
             self._busy.add(conn)
             transport.write(data)
             return sent
-        conn = Connection(self)
         sent = time.monotonic()
-        conn.start(due, sent, stage)
+        self._open(data, due, sent, stage, retry=False)
+        return sent
+
+    def resend(self, data: bytes, due: float, sent: float, stage: int) -> None:
+        """Send a request once more, on a new connection, keeping its scheduled and dispatch times."""
+        self.retries += 1
+        self._open(data, due, sent, stage, retry=True)
+
+    def _open(self, data: bytes, due: float, sent: float, stage: int, *, retry: bool) -> None:
+        conn = Connection(self)
+        conn.start(due, sent, stage, data, retry=retry)
         self._busy.add(conn)
         conn.connect_task = asyncio.get_running_loop().create_task(self._connect(conn, data))
-        return sent
 
     async def _connect(self, conn: Connection, data: bytes) -> None:
         loop = asyncio.get_running_loop()

@@ -32,13 +32,11 @@ class FakeTransport:
 
 def feed(response: bytes, step: int) -> tuple[list[tuple[Any, ...]], Connection, FakeTransport]:
     done: list[tuple[Any, ...]] = []
-    pool = ConnectionPool(
-        Target("http", "h", 80, "/", "127.0.0.1"), lambda *a: done.append(a), timeout=1.0
-    )
+    pool = ConnectionPool(Target("http", "h", 80, "/", "127.0.0.1"), lambda *a: done.append(a), timeout=1.0)
     conn = Connection(pool)
     transport = FakeTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]
-    conn.start(1.0, 2.0, 3)
+    conn.start(1.0, 2.0, 3, b"GET / HTTP/1.1\r\n\r\n")
     pool._busy.add(conn)
     for i in range(0, len(response), step):
         conn.data_received(response[i : i + step])
@@ -92,10 +90,43 @@ def test_http10_without_length_reads_until_close() -> None:
     assert done[0][3] == 200
 
 
-def test_connection_lost_mid_response_is_a_connection_error() -> None:
+@pytest.mark.parametrize(
+    ("exc", "error"),
+    [
+        (ConnectionResetError(), "reset"),
+        (BrokenPipeError(), "reset"),
+        (None, "closed"),
+        (OSError(113, "x"), "connection"),
+    ],
+)
+def test_connection_lost_mid_response_is_classified(exc: Exception | None, error: str) -> None:
     done, conn, _ = feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhal", 100)
+    conn.connection_lost(exc)
+    assert done[0][3:5] == (0, error)
+
+
+def test_a_fresh_connection_closed_before_any_response_is_not_retried() -> None:
+    done, conn, _ = feed(b"", 1)
+    conn.connection_lost(None)
+    assert done[0][3:5] == (0, "closed")
+    assert conn.pool.retries == 0
+
+
+def test_a_used_connection_closed_before_any_response_is_retried_once_keeping_its_times() -> None:
+    done, conn, _ = feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 100)
+    assert done[0][3] == 200 and conn.served == 1
+    resent: list[tuple[bytes, float, float, int]] = []
+    conn.pool._open = lambda data, due, sent, stage, retry: resent.append((data, due, sent, stage))  # type: ignore[method-assign]
+    conn.start(5.0, 6.0, 1, b"POST / HTTP/1.1\r\n\r\n")
+    conn.pool._busy.add(conn)
     conn.connection_lost(ConnectionResetError())
-    assert done[0][3:5] == (0, "connection")
+    assert resent == [(b"POST / HTTP/1.1\r\n\r\n", 5.0, 6.0, 1)]  # scheduled and dispatch times kept
+    assert len(done) == 1 and conn.pool.retries == 1 and conn.pool.in_flight == 0
+    # a retry that meets a closed connection again is a failure, not a second retry
+    conn.start(5.0, 6.0, 1, b"POST / HTTP/1.1\r\n\r\n", retry=True)
+    conn.pool._busy.add(conn)
+    conn.connection_lost(None)
+    assert done[1][3:5] == (0, "closed") and conn.pool.retries == 1
 
 
 def test_garbage_is_a_protocol_error() -> None:
