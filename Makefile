@@ -67,3 +67,27 @@ bench: venv system-deps
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) results .mypy_cache .ruff_cache .pytest_cache
+
+# Images (DESIGN.md §11), built by images/build.sh with podman (apt-installed here when missing):
+#   make images                  kinfer/operator, kinfer/model-server (CPU), kinfer/loadgen:<version>, sizes
+#   make images-gpu              kinfer/model-server:<version>-gpu, the CUDA runtimes (GBs; not in make test)
+#   make push REGISTRY=reg/team  the three tagged reg/team/kinfer/<name>:<version>, built and pushed
+# BASE: the images' base; empty = a base made here from Debian packages (no registry is reachable from
+# these machines); BASE=python:3.11-slim where one is. ENGINE=docker works too.
+ENGINE ?= podman
+REGISTRY ?=
+BASE ?=
+IMAGE_ENV = ENGINE='$(ENGINE)' REGISTRY='$(REGISTRY)' BASE='$(BASE)'
+.PHONY: images images-gpu image-deps push
+
+image-deps:
+	@$(IMAGE_ENV) images/build.sh deps
+images: image-deps
+	@$(IMAGE_ENV) images/build.sh images
+images-gpu: image-deps
+	@$(IMAGE_ENV) images/build.sh gpu
+push: images
+	@$(IMAGE_ENV) images/build.sh push
+
+# The images tier (tests/images) runs the images make images builds.
+test: images

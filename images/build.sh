@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# kinfer's images (DESIGN.md §11), called by the Makefile:
+#   images/build.sh deps      podman, runc, debootstrap from apt where missing; containers.conf settings
+#   images/build.sh base      the Debian-made base (only when BASE is the local one)
+#   images/build.sh images    kinfer/operator, kinfer/model-server (CPU), kinfer/loadgen; sizes
+#   images/build.sh gpu       kinfer/model-server:<version>-gpu (VARIANT=gpu: CUDA builds of the runtimes)
+#   images/build.sh push      podman push of the three (REGISTRY must be set)
+#   images/build.sh tags      the tags the three get, one a line
+# Variables: ENGINE (podman; docker works too), REGISTRY (a prefix: registry.example.com/team), VERSION
+# (pyproject.toml's), BASE (default: the local base, built here from Debian packages; python:3.11-slim
+# where a registry is reachable).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENGINE=${ENGINE:-podman}
+VERSION=${VERSION:-$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)}
+REGISTRY=${REGISTRY:-}
+PREFIX=${REGISTRY:+${REGISTRY%/}/}kinfer
+LOCAL_BASE=localhost/kinfer/base-python:3.11
+ROOTFS=localhost/kinfer/debian:bookworm
+BASE=${BASE:-$LOCAL_BASE}
+NAMES=(operator model-server loadgen)
+SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+
+log() { printf '== %s\n' "$*" >&2; }
+exists() { $ENGINE image inspect "$1" >/dev/null 2>&1; }  # podman's `image exists` is not docker's
+
+# Flags of every build: docker format (OCI images drop HEALTHCHECK), the host's network (pip and apt in
+# RUN steps), and this machine's CA bundle at a path of its own for pip (mounting it over /etc/ssl/certs
+# would break the image's ca-certificates).
+build_flags() {
+  local flags=(--build-arg "BASE=$BASE" --build-arg "VERSION=$VERSION"
+               --build-arg "REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)")
+  if [ "$ENGINE" = podman ]; then
+    flags+=(--format docker --network host --layers)
+    local ca=/etc/ssl/certs/ca-certificates.crt
+    if [ -f "$ca" ]; then
+      flags+=(--volume "$(dirname "$ca"):/host-certs:ro" --build-arg "PIP_CERT=/host-certs/$(basename "$ca")")
+    fi
+  fi
+  printf '%s\n' "${flags[@]}"
+}
+
+deps() {
+  [ "$ENGINE" = podman ] || { command -v "$ENGINE" >/dev/null || { echo "$ENGINE not found" >&2; exit 1; }; return; }
+  if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null; then
+    log "installing podman, runc, debootstrap (apt)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      podman runc debootstrap containernetworking-plugins >/dev/null
+  fi
+  # crun fails on these cgroup-v1 hosts ("cgroups in hybrid mode not supported"); runc works. The default
+  # rlimits are refused (setrlimit RLIMIT_NOFILE: operation not permitted); lowered ones are not.
+  local conf=/etc/containers/containers.conf.d/50-kinfer.conf
+  local want
+  want=$'# written by kinfer\'s images/build.sh (make images)\n[containers]\ndefault_ulimits = ["nofile=16384:16384", "nproc=8192:8192"]\n\n[engine]\nruntime = "runc"'
+  if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
+    log "writing $conf"
+    $SUDO mkdir -p "$(dirname "$conf")"
+    printf '%s\n' "$want" | $SUDO tee "$conf" >/dev/null
+  fi
+}
+
+base() {
+  [ "$BASE" = "$LOCAL_BASE" ] || return 0
+  if ! exists "$ROOTFS"; then
+    log "debootstrap bookworm (minbase) -> $ROOTFS"
+    local dir
+    dir=$(mktemp -d /var/tmp/kinfer-rootfs.XXXXXX)
+    trap 'rm -rf "$dir"' RETURN
+    $SUDO debootstrap --variant=minbase bookworm "$dir" http://deb.debian.org/debian >/dev/null
+    # what python:3.11-slim leaves out too: downloaded packages, package lists, documentation, locales
+    $SUDO rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/* "$dir"/usr/share/doc/* \
+      "$dir"/usr/share/man/* "$dir"/usr/share/info/* "$dir"/usr/share/locale/* "$dir"/var/log/*.log
+    $SUDO tar -C "$dir" -c . | $ENGINE import --change 'CMD ["/bin/bash"]' - "$ROOTFS" >/dev/null
+  fi
+  log "base image $LOCAL_BASE"
+  local flags
+  mapfile -t flags < <(build_flags)
+  $ENGINE build -q "${flags[@]}" --build-arg "ROOTFS=$ROOTFS" -f images/base/Dockerfile -t "$LOCAL_BASE" . >/dev/null
+}
+
+build() {  # NAME TAG [extra flags...]
+  local name=$1 tag=$2 flags start
+  shift 2
+  mapfile -t flags < <(build_flags)
+  start=$(date +%s)
+  log "building $tag"
+  $ENGINE build "${flags[@]}" "$@" -f "images/$name/Dockerfile" -t "$tag" . >&2
+  log "built $tag in $(( $(date +%s) - start ))s"
+}
+
+sizes() {
+  printf '%-48s %s\n' IMAGE SIZE
+  for tag in "$@"; do
+    printf '%-48s %s\n' "$tag" "$($ENGINE image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}')"
+  done
+}
+
+tags() { for name in "${NAMES[@]}"; do echo "$PREFIX/$name:$VERSION"; done; }
+
+case "${1:-}" in
+  deps) deps ;;
+  base) base ;;
+  tags) tags ;;
+  images)
+    base
+    mapfile -t all < <(tags)
+    for i in "${!NAMES[@]}"; do build "${NAMES[$i]}" "${all[$i]}"; done
+    sizes "${all[@]}" ;;
+  gpu)
+    base
+    build model-server "$PREFIX/model-server:$VERSION-gpu" --build-arg VARIANT=gpu
+    sizes "$PREFIX/model-server:$VERSION-gpu" ;;
+  push)
+    [ -n "$REGISTRY" ] || { echo "push: set REGISTRY (make push REGISTRY=registry.example.com/team)" >&2; exit 2; }
+    mapfile -t all < <(tags)
+    for tag in "${all[@]}"; do log "pushing $tag"; $ENGINE push "$tag"; done
+    echo "helm install kinfer charts/kinfer --set image.repository=$PREFIX/operator" \
+         "--set serverImage=$PREFIX/model-server:$VERSION --set loadgenImage=$PREFIX/loadgen:$VERSION" ;;
+  *) sed -n '2,11p' "$0" >&2; exit 2 ;;
+esac
