@@ -82,3 +82,21 @@ def test_every_kind_the_api_client_knows_is_granted() -> None:
     for kind in kube.KINDS.values():
         group = "" if kind.prefix == "/api/v1" else kind.prefix.split("/")[2]
         assert (group, kind.plural) in NEEDED, kind
+
+
+def test_default_images_are_the_tags_make_images_builds() -> None:
+    """values.yaml (image.repository + appVersion, serverImage, loadgenImage) and the operator's built-in
+    defaults name kinfer/<name>:<pyproject version>, the tags of `make images` (tests/images checks those)."""
+    import tomllib
+
+    from kinfer.controller.settings import Settings, from_env
+
+    version = tomllib.loads((CHART.parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert chart["appVersion"] == version
+    operator = f"{values['image']['repository']}:{values['image']['tag'] or chart['appVersion']}"
+    assert operator == f"kinfer/operator:{version}"
+    for settings in (Settings(), from_env({})):
+        assert values["serverImage"] == settings.server_image == f"kinfer/model-server:{version}"
+        assert values["loadgenImage"] == settings.loadgen_image == f"kinfer/loadgen:{version}"
