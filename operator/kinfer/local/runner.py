@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from kinfer.api.slo import Verdict, capacity_verdict, evaluate, latency_from_summary
+from kinfer.api.slo import Verdict, capacity_verdict, evaluate, latency_from_summary, success_text
 from kinfer.local import monitor, processes, view
 from kinfer.local.balancer import RandomBalancer
 from kinfer.local.plan import LOOPBACK, ExperimentPlan, Plan
@@ -57,10 +57,40 @@ def _read_summary(results: Path) -> dict[str, Any] | None:
         return None
 
 
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"the generator was killed by {signal.Signals(-code).name}"
+    return f"the generator exited with code {code}"
+
+
+def mark_failed(results: Path, summary: dict[str, Any], reason: str) -> dict[str, Any]:
+    """Rewrite a summary the generator could not finish (it died): phase Failed, the reason, and
+    ``incomplete``; its measurements, up to the last record it wrote, stay as they were."""
+    summary = {
+        **summary,
+        "phase": "Failed",
+        "error": f"{reason}; results cover its records up to then",
+        "incomplete": True,
+    }
+    slo = summary.get("slo")
+    if isinstance(slo, dict) and slo.get("met") is not None:
+        summary["slo"] = {**slo, "met": False}
+    tmp = results / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(results / "summary.json")
+    return summary
+
+
 def verdict_of(plan: ExperimentPlan, summary: dict[str, Any] | None) -> Verdict | None:
-    """The SLO verdict from the generator's summary (None when nothing was measured)."""
+    """The SLO verdict from the generator's summary (None when nothing was measured); a run that
+    failed is never met, whatever its partial numbers say."""
     if summary is None:
         return None
+    if summary.get("phase") == "Failed":
+        offered = int(summary.get("sent") or 0) + int(summary.get("dropped") or 0)
+        rate = success_text(int(summary.get("completed") or 0), offered)
+        return Verdict(False, "RunFailed", f"run failed: {summary.get('error') or 'no reason given'}; {rate}")
     capacity = summary.get("capacity")
     if isinstance(capacity, dict):  # capacity mode: met when some rate >= minRPS meets the SLO
         return capacity_verdict(capacity)
@@ -273,6 +303,8 @@ async def run(plan: Plan, logs: Path, console: Any, live_view: bool) -> RunOutco
             child = runner.generators[exp.name]
             problem = f"{child.label} exited with code {code}:\n{child.output_tail()}"
             outcome.error = f"{outcome.error}\n{problem}" if outcome.error else problem
+            if summary is not None:
+                summary = mark_failed(exp.results_dir, summary, _exit_reason(code))
         started = runner.started_at.get(exp.name, 0.0)
         balancer = runner.balancers.get(exp.target_service or "")
         if balancer is not None:
