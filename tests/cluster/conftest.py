@@ -64,7 +64,13 @@ async def live(control_plane: ControlPlane, tmp_path: Path) -> AsyncIterator[Liv
     try:
         yield cluster
     finally:
-        for pod in cluster.list("pods"):  # no kubelet will finish them after the test
+        # No operator removes kinfer's finalizers and no kubelet finishes pods after the test: do both,
+        # so that the namespace really goes.
+        for resource in ("loadexperiments", "inferenceservices"):
+            for obj in cluster.list(resource):
+                if obj["metadata"].get("finalizers"):
+                    cluster.patch(resource, obj["metadata"]["name"], {"metadata": {"finalizers": None}})
+        for pod in cluster.list("pods"):
             cluster.delete("pods", pod["metadata"]["name"], grace_period_s=0)
         cluster.delete("namespaces", cluster.namespace, namespace=None)
 

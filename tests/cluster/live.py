@@ -132,10 +132,10 @@ class ControlPlane:
             raise RuntimeError(f"helm {' '.join(args)}: {result.stderr}")
         return result.stdout
 
-    def install_chart(self, *values: str) -> None:
+    def install_chart(self, *values: str, release: str = RELEASE) -> None:
         """The chart with real Helm (CRDs, RBAC, ServiceAccount), without an in-cluster operator pod."""
         sets = [f"--set={v}" for v in ("replicas=0", *values)]
-        self.helm("upgrade", "--install", RELEASE, str(ROOT / "charts" / "kinfer"), "--namespace", OPERATOR_NAMESPACE,
+        self.helm("upgrade", "--install", release, str(ROOT / "charts" / "kinfer"), "--namespace", OPERATOR_NAMESPACE,
                   "--create-namespace", "--wait", "--timeout=2m", *sets)
 
     def service_account_kubeconfig(self, path: Path, account: str = OPERATOR_ACCOUNT,
@@ -256,6 +256,8 @@ class OperatorProcess:
     log: Path
     metrics_port: int
     env: dict[str, str] = field(default_factory=dict)
+    clusterwide: bool = True
+    """Watch every namespace (the chart's default, with its ClusterRoles), else only the test's."""
     proc: asyncio.subprocess.Process | None = None
     starts: int = 0
 
@@ -267,7 +269,8 @@ class OperatorProcess:
         out = self.log.open("ab")
         out.write(f"--- start {self.starts} ---\n".encode())
         self.proc = await asyncio.create_subprocess_exec(
-            KINFER, "operator", "--namespace", self.namespace, stdout=out, stderr=asyncio.subprocess.STDOUT,
+            KINFER, "operator", *(["--all-namespaces"] if self.clusterwide else ["--namespace", self.namespace]),
+            stdout=out, stderr=asyncio.subprocess.STDOUT,
             env=env, start_new_session=True)
         out.close()
 

@@ -188,13 +188,11 @@ async def on_pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.delete(*RESOURCE, registry=REGISTRY, optional=True)
 async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Remove pods and Service now (owner references garbage-collect them anyway)."""
+    """Forget the service's metrics and lock. Its pods and Service carry its owner reference: the
+    garbage collector deletes them."""
     rt = runtime(memo)
-    ns, name, uid = body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"].get("uid")
-    for pod in await rt.kube.list(POD, ns, build.selector(name), owner_uid=uid):
-        await rt.kube.delete(POD, ns, pod["metadata"]["name"], uid)
-    await rt.kube.delete(SERVICE, ns, name, uid)
-    rt.backoff.reset((ns, name))
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
     with contextlib.suppress(KeyError):
         rt.metrics.ready_replicas.remove(ns, name)
     rt.locks.pop((ns, name), None)
+    rt.backoff.reset((ns, name))

@@ -28,7 +28,7 @@ from kinfer.controller import lexp_status as merge
 from kinfer.controller.conditions import differs, find, set_condition
 from kinfer.controller.generator import Generators, Unreachable, control_urls
 from kinfer.controller.kube import CONFIGMAP, ISVC, JOB, LEXP, POD, SECRET, KubeError, NotOwned
-from kinfer.controller.meta import EXPERIMENT_LABEL, controlled_by
+from kinfer.controller.meta import EXPERIMENT_LABEL
 from kinfer.controller.phases import Observation, Phase, next_phase
 from kinfer.controller.runtime import REGISTRY, Runtime, event, runtime
 
@@ -36,6 +36,8 @@ log = logging.getLogger("kinfer.operator.loadexperiment")
 RESOURCE = (GROUP, VERSION, "loadexperiments")
 #: How often a waiting experiment looks at its target again, seconds.
 TARGET_POLL_S = 1.0
+#: The results ConfigMap's summary while the run goes on.
+PENDING_SUMMARY = {"incomplete": True, "incompleteReason": "the run has not finished"}
 
 
 class SpecInvalid(kopf.PermanentError):
@@ -168,6 +170,9 @@ class Experiment:
                     assert target.url is not None
                     await self.control_token(lexp)
                     await self.rt.kube.ensure(build.build_schedule_configmap(lexp))
+                    # The results object exists from the start (marked incomplete until the run ends),
+                    # so a reader always finds where results go, and the end only patches it.
+                    await self.rt.kube.ensure(build.build_results_configmap(lexp, PENDING_SUMMARY))
                     _, created = await self.rt.kube.ensure(build.build_job(lexp, target.url, self.rt.settings))
                     if created:
                         event(self.raw, reason="JobCreated", message=f"Created Job {build.job_name(self.name)}")
@@ -400,16 +405,9 @@ async def on_intensity(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> 
 
 @kopf.on.delete(*RESOURCE, registry=REGISTRY, optional=True)
 async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Remove the Job (and its pods) and ConfigMaps now; owner references collect them anyway."""
+    """Forget the experiment's metrics. Its Job, pods, ConfigMaps and Secret carry its owner reference:
+    the garbage collector deletes them (the operator needs no delete permission for them)."""
     rt = runtime(memo)
-    ns, name, uid = body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"].get("uid")
-    job = await rt.kube.get(JOB, ns, build.job_name(name))
-    await rt.kube.delete(JOB, ns, build.job_name(name), uid, propagation="Foreground")
-    if job is not None and controlled_by(job, uid):
-        for pod in await generator_pods(rt, ns, name, job):
-            await rt.kube.delete(POD, ns, pod["metadata"]["name"], job["metadata"]["uid"])
-    for cm in (build.schedule_name(name), build.results_name(name)):
-        await rt.kube.delete(CONFIGMAP, ns, cm, uid)
-    await rt.kube.delete(SECRET, ns, build.control_secret_name(name), uid)
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
     rt.metrics.forget_experiment(ns, name)
     rt.backoff.reset((ns, name))

@@ -1,5 +1,6 @@
-"""The Helm chart without helm: its static parts parse, its settings exist in the operator, and its RBAC
-grants exactly what the operator calls (no helm binary here; templates are flattened, not rendered)."""
+"""The Helm chart's static parts, without a cluster: they parse and its settings exist in the operator
+(templates are flattened, not rendered). Its RBAC is checked against what the operator really calls on
+the real control plane: tests/cluster/test_rbac.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Any
 
 import yaml
 
-from kinfer.controller import kube
 from kinfer.controller.settings import KNOWN, PREFIX
 
 CHART = Path(__file__).resolve().parents[3] / "charts" / "kinfer"
@@ -45,43 +45,6 @@ def test_deployment_runs_kinfer_operator_with_known_settings() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     [service] = flatten(CHART / "templates" / "service.yaml")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
-
-
-# (apiGroup, resource) -> verbs: what the operator's code does, and why.
-NEEDED = {
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},  # kopf's scanning
-    ("", "namespaces"): {"get", "list", "watch"},  # kopf's namespace scanning
-    ("kinfer.dev", "inferenceservices"): {"get", "list", "watch", "patch"},  # watch; finalizer/annotations
-    ("kinfer.dev", "loadexperiments"): {"get", "list", "watch", "patch"},
-    ("kinfer.dev", "inferenceservices/status"): {"get", "patch"},  # Kube.patch_status
-    ("kinfer.dev", "loadexperiments/status"): {"get", "patch"},
-    ("", "pods"): {"get", "list", "watch", "create", "delete"},  # on.event(pods), ensure, delete
-    ("", "services"): {"get", "create", "patch", "delete"},  # ensure, patch on spec change, delete
-    ("", "configmaps"): {"get", "create", "patch", "delete"},  # schedule + results (replace_data)
-    ("", "secrets"): {"get", "create", "delete"},  # the generators' control token
-    ("batch", "jobs"): {"get", "create", "delete"},  # ensure (create-if-absent), delete
-    ("kinfer.dev", "inferenceservices/finalizers"): {"update"},  # blockOwnerDeletion on owned objects
-    ("kinfer.dev", "loadexperiments/finalizers"): {"update"},
-    ("", "events"): {"create"},  # kopf.info / kopf.warn
-}
-
-
-def test_rbac_grants_exactly_what_the_operator_needs() -> None:
-    granted: dict[tuple[str, str], set[str]] = {}
-    roles = [d for d in flatten(CHART / "templates" / "rbac.yaml") if "rules" in d]
-    assert len(roles) == 2
-    for role in roles:
-        for rule in role["rules"]:
-            for group in rule["apiGroups"]:
-                for resource in rule["resources"]:
-                    granted.setdefault((group, resource), set()).update(rule["verbs"])
-    assert granted == NEEDED
-
-
-def test_every_kind_the_api_client_knows_is_granted() -> None:
-    for kind in kube.KINDS.values():
-        group = "" if kind.prefix == "/api/v1" else kind.prefix.split("/")[2]
-        assert (group, kind.plural) in NEEDED, kind
 
 
 def test_default_images_are_the_tags_make_images_builds() -> None:
