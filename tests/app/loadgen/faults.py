@@ -3,6 +3,7 @@
 ``mode`` decides what each request gets:
 
 - ``ok``: 200 after ``delay`` seconds, the connection kept alive;
+- ``flaky``: like ``ok``, but every other request is answered 503;
 - ``reset``: the request is read, then the connection is reset (RST, no answer);
 - ``close``: the request is read, then the connection is closed (FIN, no answer);
 - ``race``: the first request of each connection is answered (kept alive); the connection is closed,
@@ -68,7 +69,8 @@ class FaultyTarget:
                     return
                 if self.delay:
                     await asyncio.sleep(self.delay)
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+                status = b"503 Busy" if self.mode == "flaky" and self.requests % 2 == 0 else b"200 OK"
+                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
                 await writer.drain()
                 self.answered += 1
                 served += 1
