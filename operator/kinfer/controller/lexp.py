@@ -168,11 +168,14 @@ class Experiment:
                 status: dict[str, Any] = {"phase": phase.value}
                 if job is None:
                     assert target.url is not None
-                    await self.control_token(lexp)
-                    await self.rt.kube.ensure(build.build_schedule_configmap(lexp))
-                    # The results object exists from the start (marked incomplete until the run ends),
-                    # so a reader always finds where results go, and the end only patches it.
-                    await self.rt.kube.ensure(build.build_results_configmap(lexp, PENDING_SUMMARY))
+                    # What the Job's pods mount and read, at once. The results object exists from the
+                    # start (marked incomplete until the run ends): a reader always finds where results
+                    # go, and the end only patches it.
+                    await asyncio.gather(
+                        self.control_token(lexp),
+                        self.rt.kube.ensure(build.build_schedule_configmap(lexp)),
+                        self.rt.kube.ensure(build.build_results_configmap(lexp, PENDING_SUMMARY)),
+                    )
                     _, created = await self.rt.kube.ensure(build.build_job(lexp, target.url, self.rt.settings))
                     if created:
                         event(self.raw, reason="JobCreated", message=f"Created Job {build.job_name(self.name)}")
@@ -350,6 +353,7 @@ async def run_experiment(rt: Runtime, body: Mapping[str, Any], stopped: kopf.Dae
     state = RunState()
     loop = asyncio.get_running_loop()
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    planned = loop.time()  # when this round was due: rounds keep to a grid, so API latency does not add up
     async with Generators() as gens:
         while not stopped:
             began = loop.time()
@@ -369,7 +373,10 @@ async def run_experiment(rt: Runtime, body: Mapping[str, Any], stopped: kopf.Dae
                 log.warning("%s/%s: API call failed (retry in %.1fs): %s", *key, delay, exc)
             if delay is None:
                 return
-            await stopped.wait(max(0.05, delay - (loop.time() - began)))
+            planned += delay
+            if planned < began:  # more than a whole interval late: start the grid again from now
+                planned = began + delay
+            await stopped.wait(max(0.05, planned - loop.time()))
     rt.metrics.forget_experiment(body["metadata"]["namespace"], body["metadata"]["name"])
 
 
