@@ -247,11 +247,12 @@ def is_ready(pod: Mapping[str, Any]) -> bool:
 
 
 def plan_pods(isvc: InferenceService, pods: Sequence[Mapping[str, Any]], wanted_hash: str) -> Plan:
-    """Create missing pods, delete surplus ones, and replace at most one outdated pod at a time.
+    """Create missing pods, delete surplus ones, and replace outdated pods within an availability budget.
 
-    A replacement is only started when every other wanted pod is ready, so a multi-replica service
-    keeps serving through a spec change; a single replica is replaced at once. Pods being deleted
-    count as present (their name is still taken) but never as ready.
+    As a Deployment with ``maxUnavailable: 1``: an outdated pod that is not ready serves nothing, so it
+    is replaced at once (a corrected spec reaches crash-looping replicas); a ready outdated pod is
+    replaced only while no other wanted pod is unavailable, one at a time (a single replica at once).
+    Pods being deleted count as present (their name is still taken) and as unavailable.
     """
     by_index: dict[int, Mapping[str, Any]] = {}
     delete: list[str] = []
@@ -266,17 +267,19 @@ def plan_pods(isvc: InferenceService, pods: Sequence[Mapping[str, Any]], wanted_
             continue
         by_index[index] = pod
     create = tuple(i for i in range(isvc.spec.replicas) if i not in by_index)
-    outdated = sorted(
-        i
-        for i, pod in by_index.items()
-        if not (pod.get("metadata") or {}).get("deletionTimestamp")
-        and ((pod.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_HASH) != wanted_hash
-    )
-    replacing = any((p.get("metadata") or {}).get("deletionTimestamp") for p in by_index.values())
-    if outdated and not create and not replacing:
-        others_ready = all(is_ready(p) for i, p in by_index.items() if i != outdated[0])
-        if others_ready or isvc.spec.replicas == 1:
-            delete.append(pod_name(isvc.name, outdated[0]))
+
+    def outdated(pod: Mapping[str, Any]) -> bool:
+        meta = pod.get("metadata") or {}
+        return not meta.get("deletionTimestamp") and (meta.get("annotations") or {}).get(TEMPLATE_HASH) != wanted_hash
+
+    stale = sorted(i for i, pod in by_index.items() if outdated(pod))
+    stale_unready = [i for i in stale if not is_ready(by_index[i])]
+    delete.extend(pod_name(isvc.name, i) for i in stale_unready)
+    stale_ready = [i for i in stale if i not in stale_unready]
+    if stale_ready and not stale_unready:
+        unavailable = len(create) + sum(1 for i, p in by_index.items() if i != stale_ready[0] and not is_ready(p))
+        if unavailable == 0 or isvc.spec.replicas == 1:
+            delete.append(pod_name(isvc.name, stale_ready[0]))
     return Plan(create=create, delete=tuple(sorted(delete)))
 
 

@@ -223,6 +223,18 @@ def test_plan_replaces_one_outdated_pod_at_a_time_while_the_others_are_ready() -
         build.Plan(delete=("mobilenet-pod0",))
 
 
+def test_a_corrected_spec_reaches_crash_looping_replicas() -> None:
+    # Both replicas of the old spec crash (never ready): they serve nothing, so both are replaced at once.
+    pods = [pod("mobilenet-pod0", "old", ready=False), pod("mobilenet-pod1", "old", ready=False)]
+    assert build.plan_pods(replicas(2), pods, "new") == build.Plan(delete=("mobilenet-pod0", "mobilenet-pod1"))
+    # One crashing, one serving: the crashing one goes first and the serving one waits for it.
+    pods = [pod("mobilenet-pod0", "old"), pod("mobilenet-pod1", "old", ready=False)]
+    assert build.plan_pods(replicas(2), pods, "new") == build.Plan(delete=("mobilenet-pod1",))
+    # A new pod that crashes too holds the rollout of the ready old one (availability budget spent).
+    pods = [pod("mobilenet-pod0", "old"), pod("mobilenet-pod1", "new", ready=False)]
+    assert build.plan_pods(replicas(2), pods, "new").empty
+
+
 def test_observe_and_endpoint() -> None:
     service = valid(build.build_service(isvc_of(example_doc())))
     two = replicas(2)
