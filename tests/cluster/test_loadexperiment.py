@@ -15,6 +15,7 @@ import aiohttp
 import yaml
 
 from tests.cluster.live import LiveCluster, OperatorProcess, running_operator
+from tests.cluster.test_rbac import stop_before_start
 from tests.e2e.operator_harness import Kubelet, condition, dump, status_of
 from tests.kube.cluster import eventually
 from tests.kube.kubectl import columns
@@ -127,3 +128,22 @@ async def test_indexed_generator_job_live_status_intensity_kill_restart_and_coll
                          timeout_s=60)
         await live.kubectl("delete", "kisvc", "target", "--timeout=60s", timeout_s=70)
         await eventually(lambda: not live.list("pods") and not live.list("services"), timeout_s=60)
+
+
+async def test_stop_while_the_generators_are_pending_ends_the_experiment(
+    live: LiveCluster, kubelet: Kubelet, operator: OperatorProcess
+) -> None:
+    async with running_operator(operator):
+        status = await stop_before_start(live, "never")
+    assert condition(status, "Progressing")["reason"] == "Stopped", dump(status)
+    summary = json.loads(live.get("configmaps", "never-results")["data"]["summary.json"])  # type: ignore[index]
+    assert summary["incomplete"] is True and "before any generator started" in summary["incompleteReason"]
+
+
+async def test_only_intensity_and_stop_change_after_creation(live: LiveCluster) -> None:
+    await live.kubectl("apply", "-f", "-", input=yaml.safe_dump(EXPERIMENT))
+    await live.kubectl("patch", "lexp", "split", "--type=merge", "-p", '{"spec":{"intensity":40,"stop":true}}')
+    for change in ('{"spec":{"parallelism":3}}', '{"spec":{"schedule":[{"rps":5,"duration":"1s"}]}}',
+                   '{"spec":{"target":{"service":"other"}}}', '{"spec":{"requests":100}}'):
+        rc, _, err = await live.kubectl("patch", "lexp", "split", "--type=merge", "-p", change, check=False)
+        assert rc != 0 and "only spec.intensity and spec.stop can change" in err, (change, err)

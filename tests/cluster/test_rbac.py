@@ -101,6 +101,21 @@ async def test_the_chart_grants_exactly_what_the_operator_uses(
         f"granted but never used: {sorted(granted - used - finalizers)}\nused: {json.dumps(sorted(used))}")
 
 
+async def stop_before_start(live: LiveCluster, name: str) -> dict[str, Any]:
+    """An experiment whose generator can never be scheduled, stopped: it ends Stopped and its Job is
+    suspended (its pending pod removed); its status."""
+    pending = {**EXPERIMENT, "metadata": {"name": name},
+               "spec": {**EXPERIMENT["spec"], "target": {"url": "http://127.0.0.1:9/"},
+                        "nodeSelector": {"kinfer.dev/no-such-node": "true"}}}
+    await live.kubectl("apply", "-f", "-", input=yaml.safe_dump(pending))
+    await eventually(lambda: live.list("pods", label_selector=f"kinfer.dev/experiment={name}"), timeout_s=30)
+    await live.kubectl("patch", "lexp", name, "--type=merge", "-p", '{"spec":{"stop":true}}')
+    await eventually(lambda: status_of(live, "lexp", name).get("phase") == "Stopped", timeout_s=30)
+    await eventually(lambda: (live.get("jobs", f"{name}-loadgen") or {}).get("spec", {}).get("suspend") is True
+                     and not live.list("pods", label_selector=f"kinfer.dev/experiment={name}"), timeout_s=30)
+    return status_of(live, "lexp", name)
+
+
 async def exercise_every_api_path(live: LiveCluster, operator: OperatorProcess) -> None:
     """Create, scale, change, complete, re-rate and delete: every path of the operator that calls the API."""
     async with running_operator(operator):
@@ -115,6 +130,7 @@ async def exercise_every_api_path(live: LiveCluster, operator: OperatorProcess) 
                          and len(live.list("pods", label_selector="kinfer.dev/service=rbac-target")) == 1,
                          timeout_s=30)
         await live.kubectl("wait", "--for=condition=SLOMet", "--timeout=60s", "lexp/rbac-load", timeout_s=70)
+        await stop_before_start(live, "rbac-pending")
         await live.kubectl("delete", "lexp", "rbac-load", "--timeout=60s", timeout_s=70)
         await live.kubectl("delete", "kisvc", "rbac-target", "--timeout=60s", timeout_s=70)
         await eventually(lambda: not live.list("pods"), timeout_s=60)

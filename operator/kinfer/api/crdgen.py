@@ -79,9 +79,28 @@ def object_schema(model: type[Any]) -> dict[str, Any]:
     return _structural(schema, defs)
 
 
+def immutability_rule(resource: ResourceDef, spec_schema: dict[str, Any]) -> dict[str, str] | None:
+    """A CEL transition rule on ``spec``: every field but the live ones keeps its value (or absence)."""
+    if resource.live_fields is None:
+        return None
+    fixed = [name for name in spec_schema.get("properties", {}) if name not in resource.live_fields]
+    rule = " && ".join(
+        f"(has(self.{f}) ? has(oldSelf.{f}) && self.{f} == oldSelf.{f} : !has(oldSelf.{f}))" for f in fixed
+    )
+    live = " and ".join(f"spec.{f}" for f in resource.live_fields)
+    return {
+        "rule": rule,
+        "message": f"only {live} can change once a {resource.kind} exists: the run is planned from the rest "
+        f"of its spec (create a new {resource.kind} to run another plan)",
+        "reason": "FieldValueForbidden",
+    }
+
+
 def crd(resource: ResourceDef) -> dict[str, Any]:
     """The CustomResourceDefinition of one kind."""
     spec_schema = object_schema(resource.spec_model)
+    if (rule := immutability_rule(resource, spec_schema)) is not None:
+        spec_schema["x-kubernetes-validations"] = [rule]
     status_schema = object_schema(resource.status_model)
     root = {
         "type": "object",

@@ -163,6 +163,8 @@ class ResourceDef:
     columns: tuple[PrinterColumn, ...]
     description: str
     name_rule: NameRule
+    live_fields: tuple[str, ...] | None = None
+    """Spec fields that may change after creation; ``None``: all of them (the spec is reconciled)."""
 
     @property
     def crd_name(self) -> str:
@@ -210,6 +212,9 @@ LOAD_EXPERIMENT = ResourceDef(
     ),
     description="An open-loop load schedule against a target, with live tail latency in its status.",
     name_rule=EXPERIMENT_NAME,
+    # The run is planned from the rest of the spec (Job, schedule file, parallelism, target): only the
+    # live controls change it while it exists.
+    live_fields=("intensity", "stop"),
 )
 
 RESOURCES: dict[str, ResourceDef] = {d.kind: d for d in (INFERENCE_SERVICE, LOAD_EXPERIMENT)}

@@ -74,6 +74,8 @@ class RunState:
     stop_sent: bool = False
     patches: int = 0
     urls: list[str] = field(default_factory=list)
+    pending: bool = False
+    """Every generator pod of the Job is still Pending (none has started)."""
 
 
 class Experiment:
@@ -205,6 +207,7 @@ class Experiment:
             secret = await self.rt.kube.get_owned(SECRET, self.ns, build.control_secret_name(self.name), self.uid)
             self.gens.token = build.secret_token(secret) if secret else None
         pods = await generator_pods(self.rt, self.ns, self.name, job)
+        self.state.pending = all((p.get("status") or {}).get("phase", "Pending") == "Pending" for p in pods)
         urls = control_urls(pods, lexp.spec.control_port)
         self.state.urls = urls
         several = len(urls) > 1  # exact merging needs each pod's histograms
@@ -243,6 +246,7 @@ class Experiment:
             stop_requested=lexp.spec.stop,
             generator_phase=generator_phase,
             job_finished=build.job_finished(job),
+            generators_pending=self.state.pending and not errors,
         )
         phase = next_phase(Phase.RUNNING, seen)
         if phase.terminal:
@@ -279,6 +283,10 @@ class Experiment:
     ) -> None:
         """Terminal phase: stage table, SLOMet, results ConfigMap; then release the generators' linger."""
         incomplete = snapshot is None
+        never_started = phase is Phase.STOPPED and self.state.pending and job is not None
+        if never_started:  # the generator pods never start: suspending the Job removes them
+            assert job is not None
+            await self.rt.kube.patch(JOB, self.ns, job["metadata"]["name"], {"spec": {"suspend": True}})
         if snapshot is None:  # nothing read this run (e.g. restarted after the generator exited)
             snapshot = {k: self.status.get(k) for k in ("sent", "completed", "errors", "dropped", "stages")}
             snapshot["phase"] = phase.value
@@ -289,7 +297,11 @@ class Experiment:
         summary = merge.summary(snapshot, lexp.spec.slo, self.status.get("targetURL"))
         if incomplete:
             summary["incomplete"] = True
-            summary["incompleteReason"] = "built from the last status: the generators had ended when it was read"
+            summary["incompleteReason"] = (
+                "stopped before any generator started: nothing was sent"
+                if never_started
+                else "built from the last status: the generators had ended when it was read"
+            )
         if not incomplete or not await self.has_final_summary():
             await self.rt.kube.replace_data(build.build_results_configmap(lexp, summary))
         status["results"] = {

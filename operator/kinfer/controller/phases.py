@@ -48,6 +48,8 @@ class Observation:
     """The generators' merged phase, if any answered (Pending, Running, Succeeded, Stopped, Failed)."""
     job_finished: str | None = None
     """``Complete`` or ``Failed`` once the Job finished."""
+    generators_pending: bool = False
+    """No generator pod has started yet (all Pending or not created): stopping loses nothing."""
 
 
 def next_phase(current: Phase, seen: Observation) -> Phase:
@@ -62,6 +64,8 @@ def next_phase(current: Phase, seen: Observation) -> Phase:
                 return Phase.STOPPED
             return Phase.RUNNING if seen.target_ready else Phase.WAITING_FOR_TARGET
         case Phase.RUNNING:
+            if seen.stop_requested and seen.generators_pending and seen.generator_phase is None:
+                return Phase.STOPPED  # nothing measured yet: end now, the pending pods never start
             match seen.generator_phase:
                 case "Succeeded":
                     return Phase.SUCCEEDED
