@@ -104,6 +104,8 @@ class Kubelet:
     """Play the Job controller (the emulator has none)."""
     node_name: str | None = None
     """Start only pods the scheduler bound to this node, and finish their deletions."""
+    hold: Callable[[dict[str, Any]], bool] = lambda pod: False
+    """Pods for which this is true stay Pending (an image that does not pull, a node without room)."""
     server_extra_args: tuple[str, ...] = ()
     addresses: Addresses = field(default_factory=Addresses)
     pods: dict[str, Running] = field(default_factory=dict)
@@ -212,7 +214,7 @@ class Kubelet:
                 if self.node_name is not None:
                     await self._finish_deletion(pod)
                 continue
-            if uid not in self.pods and uid not in self.fake:
+            if uid not in self.pods and uid not in self.fake and not self.hold(pod):
                 try:
                     await self._start(pod)
                 except AssertionError as exc:

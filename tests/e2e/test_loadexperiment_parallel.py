@@ -62,3 +62,38 @@ async def test_parallel_generators_split_the_rate_and_merge_into_one_status(
         lat = status["latencyMs"]
         assert 0 < lat["p50"] <= lat["p99"] <= lat["max"], dump(status)
         assert stage["latencyMs"]["p99"] == lat["p99"]  # one stage: the same merged histogram
+
+
+async def test_numbers_and_the_phase_wait_for_every_generator(cluster: Cluster, tmp_path: Path) -> None:
+    """parallelism 4 with two generator pods stuck Pending: no half-rate numbers and no Succeeded when two
+    finish; once the other two run, all four are merged."""
+    await install_crds(cluster)
+    held = {"2", "3"}
+
+    def stuck(pod: dict[str, Any]) -> bool:
+        index = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-completion-index")
+        return index in held
+
+    doc = {**EXPERIMENT, "metadata": {"name": "quad"},
+           "spec": {**EXPERIMENT["spec"], "parallelism": 4, "schedule": [{"rps": 20, "duration": "3s"}]}}
+    async with Kubelet(cluster, tmp_path, hold=stuck) as kubelet, \
+            kinfer_operator(Settings(metrics_port=0, results_linger_s=30)):
+        await cluster.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump_all([SERVER, doc]))
+        await eventually(lambda: status_of(cluster, "lexp", "quad").get("generators") == {"expected": 4,
+                                                                                           "reporting": 2},
+                         timeout_s=30)
+        status = status_of(cluster, "lexp", "quad")
+        assert "live" not in status and status.get("targetRPS") is None, dump(status)
+        assert condition(status, "Progressing")["reason"] == "GeneratorsStarting", dump(status)
+        # The two running generators finish their schedule; the experiment does not.
+        await eventually(lambda: all(r.proc.returncode is None and r.ready for r in kubelet.running("quad")),
+                         timeout_s=10)
+        await asyncio.sleep(5)
+        assert status_of(cluster, "lexp", "quad")["phase"] == "Running", dump(status_of(cluster, "lexp", "quad"))
+        assert "live" not in status_of(cluster, "lexp", "quad")
+        held.clear()
+        await eventually(lambda: status_of(cluster, "lexp", "quad").get("phase") == "Succeeded", timeout_s=40)
+        status = status_of(cluster, "lexp", "quad")
+        assert status["generators"] == {"expected": 4, "reporting": 4}, dump(status)
+        # Four pods × 5 RPS × 3 s: the whole offered load is counted, not half of it.
+        assert 54 <= status["sent"] <= 66, dump(status)

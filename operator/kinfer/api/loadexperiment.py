@@ -299,6 +299,13 @@ class Results(StatusModel):
     job: str | None = Field(default=None, description="The generator Job.")
 
 
+class GeneratorCoverage(Model):
+    """How many of the experiment's generator pods the status is built from."""
+
+    expected: int = Field(description="Generator pods of the run (spec.parallelism).")
+    reporting: int = Field(description="Pods whose numbers the status holds (running, or finished and read).")
+
+
 class LoadExperimentStatus(StatusModel):
     """Observed state of a LoadExperiment (the live numbers `kubectl get lexp -w` shows)."""
 
@@ -322,5 +329,8 @@ class LoadExperimentStatus(StatusModel):
     stages: list[StageSummary] | None = Field(default=None, description="Per-stage summaries.")
     capacity: CapacityResult | None = Field(default=None, description="Capacity-mode result.")
     results: Results | None = Field(default=None, description="Where the full series is.")
+    generators: GeneratorCoverage | None = Field(
+        default=None, description="Generators covered: live numbers and the phase wait until all report."
+    )
     conditions: list[Condition] | None = Field(default=None, description="SLOMet, Progressing, ...")
     observed_generation: int | None = Field(default=None, description="Generation last acted on.")

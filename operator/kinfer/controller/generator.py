@@ -29,6 +29,28 @@ def control_urls(pods: Sequence[Mapping[str, Any]], port: int) -> list[str]:
     return out
 
 
+#: Where the Job controller writes a pod's completion index (label since Kubernetes 1.28, annotation before).
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+
+
+def completion_index(pod: Mapping[str, Any]) -> int | None:
+    """The pod's index in its indexed Job, if it has one."""
+    meta = pod.get("metadata") or {}
+    value = (meta.get("labels") or {}).get(INDEX_KEY) or (meta.get("annotations") or {}).get(INDEX_KEY)
+    return int(value) if value is not None and str(value).isdigit() else None
+
+
+def control_targets(pods: Sequence[Mapping[str, Any]], port: int) -> dict[int, str]:
+    """Completion index → control URL of the generator pods that run and have an IP."""
+    out: dict[int, str] = {}
+    for ordinal, pod in enumerate(sorted(pods, key=lambda p: (p.get("metadata") or {}).get("name", ""))):
+        status = pod.get("status") or {}
+        if status.get("phase") == "Running" and status.get("podIP"):
+            index = completion_index(pod)
+            out[ordinal if index is None else index] = f"http://{status['podIP']}:{port}"
+    return out
+
+
 class Generators:
     """One aiohttp session for talking to one experiment's generator pods (with its control token)."""
 

@@ -26,7 +26,7 @@ from kinfer.api.manifests import describe_validation_error
 from kinfer.controller import lexp_build as build
 from kinfer.controller import lexp_status as merge
 from kinfer.controller.conditions import differs, find, set_condition
-from kinfer.controller.generator import Generators, Unreachable, control_urls
+from kinfer.controller.generator import Generators, Unreachable, control_targets, control_urls
 from kinfer.controller.kube import CONFIGMAP, ISVC, JOB, LEXP, POD, SECRET, KubeError, NotOwned
 from kinfer.controller.meta import EXPERIMENT_LABEL
 from kinfer.controller.phases import Observation, Phase, next_phase
@@ -76,6 +76,8 @@ class RunState:
     urls: list[str] = field(default_factory=list)
     pending: bool = False
     """Every generator pod of the Job is still Pending (none has started)."""
+    by_index: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """The last snapshot of each generator (completion index): finished ones keep their final numbers."""
 
 
 class Experiment:
@@ -208,15 +210,19 @@ class Experiment:
             self.gens.token = build.secret_token(secret) if secret else None
         pods = await generator_pods(self.rt, self.ns, self.name, job)
         self.state.pending = all((p.get("status") or {}).get("phase", "Pending") == "Pending" for p in pods)
-        urls = control_urls(pods, lexp.spec.control_port)
+        targets = control_targets(pods, lexp.spec.control_port)
+        urls = list(targets.values())
         self.state.urls = urls
-        several = len(urls) > 1  # exact merging needs each pod's histograms
+        several = lexp.spec.parallelism > 1  # exact merging needs each pod's histograms
         results = await asyncio.gather(*(self.gens.status(u, several) for u in urls), return_exceptions=True)
         snapshots = [r for r in results if isinstance(r, dict)]
         errors = [str(r) for r in results if isinstance(r, BaseException)]
         for exc in results:
             if isinstance(exc, BaseException) and not isinstance(exc, Unreachable):
                 raise exc
+        for index, result in zip(targets, results, strict=True):
+            if isinstance(result, dict):
+                self.state.by_index[index] = result
         if not errors and urls:
             want = None if lexp.spec.intensity is None else build.share(lexp.spec.intensity, lexp.spec.parallelism)
             for url, snap in zip(urls, snapshots, strict=True):
@@ -236,7 +242,11 @@ class Experiment:
             urls, snapshots, errors = await self.poll(lexp, job)
         except Unreachable as exc:
             urls, snapshots, errors = self.state.urls, [], [str(exc)]
-        snapshot = merge.merge(snapshots) if snapshots and not errors else None
+        expected = lexp.spec.parallelism
+        covered = len(self.state.by_index)
+        # Numbers and the phase come from every generator or from none: half the pods is not half a run.
+        complete = covered >= expected and bool(snapshots) and not errors
+        snapshot = merge.merge([self.state.by_index[i] for i in sorted(self.state.by_index)]) if complete else None
         if snapshot is not None:
             self.state.last = snapshot
             self.state.failures = 0
@@ -260,10 +270,16 @@ class Experiment:
             if (find(self.status.get("conditions"), "Progressing") or {}).get("reason") != reason:
                 await self.patch({"conditions": self.condition("Progressing", "Unknown", reason, message)})
             return float(min(interval * 2.0 ** min(self.state.failures, 10), self.rt.settings.max_backoff_s))
-        if snapshot is None:
-            return interval  # generator pods not running yet
+        coverage = {"expected": expected, "reporting": covered}
+        if snapshot is None:  # generator pods not (all) running yet
+            if covered and self.status.get("generators") != coverage:
+                message = f"{covered} of {expected} generators reporting; the numbers wait for all of them"
+                await self.patch({"generators": coverage,
+                                  "conditions": self.condition("Progressing", True, "GeneratorsStarting", message)})
+            return interval
         status = merge.live_status(snapshot)
         status["phase"] = Phase.RUNNING.value
+        status["generators"] = coverage
         if (find(self.status.get("conditions"), "Progressing") or {}).get("reason") != "Running":
             status["conditions"] = self.condition("Progressing", True, "Running", f"{len(urls)} generator(s) running")
         live = status.get("live") or {}
