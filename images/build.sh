@@ -3,7 +3,8 @@
 #   images/build.sh deps      podman, runc, debootstrap from apt where missing; containers.conf settings
 #   images/build.sh base      the Debian-made base (only when BASE is the local one)
 #   images/build.sh images    kinfer/operator, kinfer/model-server (CPU), kinfer/loadgen; sizes
-#   images/build.sh gpu       kinfer/model-server:<version>-gpu (VARIANT=gpu: CUDA builds of the runtimes)
+#   images/build.sh gpu       kinfer/model-server:<version>-gpu (VARIANT=gpu: CUDA builds of the runtimes),
+#                             then images/gpu_check.py in it: CUDA provider listed, CUDA libraries loadable
 #   images/build.sh push      podman push of the three (REGISTRY must be set)
 #   images/build.sh tags      the tags the three get, one a line
 # Variables: ENGINE (podman; docker works too), REGISTRY (a prefix: registry.example.com/team), VERSION
@@ -111,12 +112,14 @@ case "${1:-}" in
   gpu)
     base
     build model-server "$PREFIX/model-server:$VERSION-gpu" --build-arg VARIANT=gpu
-    sizes "$PREFIX/model-server:$VERSION-gpu" ;;
+    sizes "$PREFIX/model-server:$VERSION-gpu"
+    log "checking the CUDA libraries of $PREFIX/model-server:$VERSION-gpu (images/gpu_check.py)"
+    $ENGINE run --rm -i --network host --entrypoint python "$PREFIX/model-server:$VERSION-gpu" - < images/gpu_check.py ;;
   push)
     [ -n "$REGISTRY" ] || { echo "push: set REGISTRY (make push REGISTRY=registry.example.com/team)" >&2; exit 2; }
     mapfile -t all < <(tags)
     for tag in "${all[@]}"; do log "pushing $tag"; $ENGINE push "$tag"; done
     echo "helm install kinfer charts/kinfer --set image.repository=$PREFIX/operator" \
          "--set serverImage=$PREFIX/model-server:$VERSION --set loadgenImage=$PREFIX/loadgen:$VERSION" ;;
-  *) sed -n '2,11p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,12p' "$0" >&2; exit 2 ;;
 esac

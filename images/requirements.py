@@ -6,7 +6,7 @@ The core dependencies come first, then each extra's, following ``kinfer[...]`` r
 install these before the package itself, so a source change rebuilds one small layer, not the runtimes.
 ``--gpu`` swaps the CPU-only runtimes for their CUDA builds, at the same version bounds:
 ``tensorflow-cpu``/``tensorflow`` -> ``tensorflow[and-cuda]`` (TensorFlow's documented pip install with
-the NVIDIA CUDA/cuDNN wheels), ``onnxruntime`` -> ``onnxruntime-gpu`` (its CUDA 12 build).
+the NVIDIA CUDA/cuDNN wheels), ``onnxruntime`` -> ``onnxruntime-gpu<1.27`` (its CUDA 12 builds).
 Standard library only: runs on the base image's python3.11 before anything is installed.
 """
 
@@ -17,7 +17,11 @@ import sys
 import tomllib
 from pathlib import Path
 
-GPU = {"tensorflow-cpu": "tensorflow[and-cuda]", "tensorflow": "tensorflow[and-cuda]", "onnxruntime": "onnxruntime-gpu"}
+#: name -> (its CUDA build, an upper bound added to the extra's bounds). onnxruntime-gpu 1.27 and later are
+#: built for CUDA 13 (their `cuda` extra names nvidia-*-cu13); TensorFlow's [and-cuda] brings CUDA 12, so
+#: 1.26, the last CUDA 12 build on PyPI, shares TensorFlow's CUDA and cuDNN wheels instead of a second set.
+GPU = {"tensorflow-cpu": ("tensorflow[and-cuda]", ""), "tensorflow": ("tensorflow[and-cuda]", ""),
+       "onnxruntime": ("onnxruntime-gpu", "<1.27")}
 
 
 def requirements(project: dict[str, object], extras: list[str], gpu: bool = False) -> list[str]:
@@ -31,7 +35,8 @@ def requirements(project: dict[str, object], extras: list[str], gpu: bool = Fals
     def add(req: str) -> None:
         name, rest = re.match(r"([A-Za-z0-9_.\-]+)(.*)", req).groups()  # type: ignore[union-attr]
         if gpu and name.lower() in GPU:
-            req = GPU[name.lower()] + rest
+            cuda_name, bound = GPU[name.lower()]
+            req = cuda_name + rest + ("," if rest and bound else "") + bound
         if req not in out:
             out.append(req)
 
