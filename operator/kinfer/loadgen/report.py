@@ -287,6 +287,10 @@ def write_report(results: Path) -> Path:
     else:
         verdict = "met" if slo.get("met") else "NOT met"
         verdict += f" (p99 ≤ {_fmt(slo.get('p99Ms'))} ms, success rate ≥ {_fmt(slo.get('minSuccessRate'), '.3f')})"
+    if slo.get("message"):  # why, with the success rate beside the latency (failures count against both)
+        verdict += f": {slo['message']}"
+    if summary.get("incomplete"):
+        verdict += f". The run did not finish ({summary.get('error') or 'no reason given'}): results are partial."
     capacity_section = _capacity_section(summary.get("capacity")) + _closed_loop_section(summary)
     intro = (
         "Closed loop: latency is measured from each request's <em>actual</em> send; the clients wait for "
