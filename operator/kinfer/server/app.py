@@ -244,7 +244,10 @@ def create_app(
         top_k = _query_arg(environ, "top_k", 5, int)
         # Only multipart bodies are parsed as forms: any other body is the image itself, whatever
         # its Content-Type says (curl --data-binary sends x-www-form-urlencoded).
-        upload = next(iter(request.files.values()), None) if _is_multipart(environ) else None
+        upload = None
+        if _is_multipart(environ):
+            upload = next(iter(request.files.values()), None)
+            _check_read_in_time(environ)  # a form cut short by the read deadline is 408, not a missing file
         data = upload.read() if upload is not None else _read_body(environ, config.max_body_bytes)
         with rt.batcher.expecting():
             rows, sizes = decode_rows([data], environ)

@@ -63,17 +63,20 @@ def _wait_workers_ready(server: Server, workers: int) -> None:
 class SlowClient:
     """Sends a request one byte a second (``head_first``: the whole head at once, then the body slowly)."""
 
-    def __init__(self, url: str, *, head_first: bool) -> None:
+    def __init__(self, url: str, *, head_first: bool, multipart: bool = False) -> None:
         host, port = url.removeprefix("http://").split(":")
         self.sock = socket.create_connection((host, int(port)))
         self.head_first = head_first
+        self.content_type = b"multipart/form-data; boundary=xyz" if multipart else b"image/png"
         self.stop = threading.Event()
         self.answer = b""
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
-        data = head + b"\x89" * 1000
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: " + self.content_type
+        head += b"\r\nContent-Length: 1000\r\n\r\n"
+        part = b'--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        data = head + (part if b"multipart" in self.content_type else b"") + b"\x89" * 1000
         try:
             if self.head_first:
                 self.sock.sendall(head)
@@ -129,9 +132,10 @@ def test_clients_sending_one_byte_a_second_do_not_hold_workers_past_the_read_tim
     assert "WORKER TIMEOUT" not in server.output()
 
 
-def test_a_slow_body_is_answered_408_naming_the_flag(serve: ServerFactory) -> None:
+@pytest.mark.parametrize("multipart", [False, True], ids=["raw-body", "multipart-upload"])
+def test_a_slow_body_is_answered_408_naming_the_flag(serve: ServerFactory, multipart: bool) -> None:
     server = serve("--format", "null", "--request-read-timeout", "1")
-    client = SlowClient(server.url, head_first=True)
+    client = SlowClient(server.url, head_first=True, multipart=multipart)
     client.start()
     deadline = time.monotonic() + 10
     while not client.stop.is_set() and time.monotonic() < deadline:
