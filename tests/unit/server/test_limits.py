@@ -182,3 +182,33 @@ def test_deadline_socket_passes_everything_else_to_the_socket() -> None:
         client.sendall(b"abc")
         buf = bytearray(8)
         assert sock.recv_into(buf) == 3 and bytes(buf[:3]) == b"abc"
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """Just a PNG signature and IHDR: enough for ``image_size``, nothing to decode."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.lists(st.tuples(st.integers(1, 20_000), st.integers(1, 20_000)), max_size=12),
+    max_images=st.integers(1, 10),
+    max_pixels=st.integers(1, 10**9),
+)
+def test_a_request_is_refused_exactly_when_it_has_too_many_images_or_pixels(
+    sizes: list[tuple[int, int]], max_images: int, max_pixels: int
+) -> None:
+    from kinfer.server.app import check_images
+    from kinfer.server.config import ServerConfig
+    from kinfer.server.errors import PayloadTooLarge
+
+    config = ServerConfig(max_images_per_request=max_images, max_pixels_per_request=max_pixels)
+    too_many = len(sizes) > max_images or sum(w * h for w, h in sizes) > max_pixels
+    try:
+        check_images([_png_header(w, h) for w, h in sizes], config)
+    except PayloadTooLarge as exc:
+        assert too_many, exc.message
+        assert "--max-images-per-request" in exc.message or "--max-pixels-per-request" in exc.message
+    else:
+        assert not too_many
