@@ -47,7 +47,7 @@ deps() {
   if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null; then
     log "installing podman, runc, debootstrap (apt)"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       podman runc debootstrap containernetworking-plugins >/dev/null
   fi
   # crun fails on these cgroup-v1 hosts ("cgroups in hybrid mode not supported"); runc works. The default
