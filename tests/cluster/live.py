@@ -53,6 +53,7 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "events": ("/api/v1", True),
     "serviceaccounts": ("/api/v1", True),
     "endpoints": ("/api/v1", True),
+    "leases": ("/apis/coordination.k8s.io/v1", True),
     "namespaces": ("/api/v1", False),
     "nodes": ("/api/v1", False),
     "jobs": ("/apis/batch/v1", True),
@@ -136,7 +137,7 @@ class ControlPlane:
         """The chart with real Helm (CRDs, RBAC, ServiceAccount), without an in-cluster operator pod."""
         sets = [f"--set={v}" for v in ("replicas=0", *values)]
         self.helm("upgrade", "--install", release, str(ROOT / "charts" / "kinfer"), "--namespace", OPERATOR_NAMESPACE,
-                  "--create-namespace", "--wait", "--timeout=2m", *sets)
+                  "--create-namespace", "--wait", "--timeout=2m", "--force-conflicts", *sets)
 
     def service_account_kubeconfig(self, path: Path, account: str = OPERATOR_ACCOUNT,
                                    namespace: str = OPERATOR_NAMESPACE) -> Path:
@@ -263,7 +264,11 @@ class OperatorProcess:
 
     async def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KINFER_OPERATOR_METRICS_HOST": "127.0.0.1",
-               "KINFER_OPERATOR_METRICS_PORT": str(self.metrics_port), **self.env}
+               "KINFER_OPERATOR_METRICS_PORT": str(self.metrics_port),
+               # as in the chart: leader election through a Lease in the release's namespace
+               "KINFER_OPERATOR_LEASE_NAMESPACE": OPERATOR_NAMESPACE, "KINFER_OPERATOR_LEASE_NAME": RELEASE,
+               "KINFER_OPERATOR_LEASE_S": "6",
+               **self.env}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         self.starts += 1
         out = self.log.open("ab")

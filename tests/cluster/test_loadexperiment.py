@@ -101,7 +101,7 @@ async def test_indexed_generator_job_live_status_intensity_kill_restart_and_coll
         assert live_t(live) == stale
     job_uid = job["metadata"]["uid"]
     async with running_operator(operator):
-        await eventually(lambda: live_t(live) > stale + 1, timeout_s=10)
+        await eventually(lambda: live_t(live) > stale + 1, timeout_s=20)  # the old lease runs out first
         jobs = live.list("jobs")
         assert [(j["metadata"]["name"], j["metadata"]["uid"]) for j in jobs] == [("split-loadgen", job_uid)]
 

@@ -84,6 +84,8 @@ async def test_the_chart_grants_exactly_what_the_operator_uses(
         control_plane.install_chart(*values[1:], release=release)
         operator.kubeconfig = control_plane.service_account_kubeconfig(tmp_path / "ns.kubeconfig", release)
         operator.clusterwide = False
+        operator.env["KINFER_OPERATOR_LEASE_NAME"] = release
+    live.delete("leases", release, OPERATOR_NAMESPACE)  # so that the run takes it from scratch (create)
     user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{release}"
     since = now()
     try:
@@ -158,6 +160,7 @@ async def test_a_verb_taken_away_is_a_failed_condition_quoting_the_api_server(
         ]))
     try:
         operator.kubeconfig = control_plane.service_account_kubeconfig(tmp_path / "limited.kubeconfig", account)
+        operator.env["KINFER_OPERATOR_LEASE_NAMESPACE"] = ""  # one process: no election (no Lease Role here)
         experiment = {**EXPERIMENT, "spec": {**EXPERIMENT["spec"], "target": {"url": "http://127.0.0.1:9/"}}}
         async with running_operator(operator):
             await live.kubectl("apply", "-f", "-", input=yaml.safe_dump(experiment))

@@ -49,8 +49,13 @@ def main(argv: list[str]) -> int:
     shown = {k: v for k, v in dataclasses.asdict(settings).items() if k != "extra"}
     logging.info("kinfer operator settings: %s", shown)
 
+    from kinfer.controller.leader import LostLeadership
     from kinfer.controller.operator import run  # kopf is imported only once settings are valid
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(settings))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run(settings))
+    except LostLeadership as exc:  # another process may be leading now: never act beside it
+        print(f"kinfer operator: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -7,6 +7,7 @@ is safe to call from any trigger: the resource's create/update/resume, any event
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
@@ -82,6 +83,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any]) -> str:
             rt.metrics.reconciles.labels("InferenceService", "retry").inc()
             raise kopf.TemporaryError(f"API call failed: {exc}", delay=rt.backoff.next_delay(key, exc)) from exc
         rt.backoff.reset(key)
+        rt.reconciled[key] = asyncio.get_running_loop().time()
         rt.metrics.reconciles.labels("InferenceService", "ok").inc()
         return phase
 
@@ -161,12 +163,23 @@ async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await reconcile(runtime(memo), body)
 
 
-@kopf.timer(*RESOURCE, registry=REGISTRY, interval=30.0, idle=10.0)
-async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Safety net for missed pod events (events are the fast path)."""
+@kopf.daemon(*RESOURCE, registry=REGISTRY, cancellation_timeout=5.0)
+async def resync(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """Safety net for missed pod events (events are the fast path): a reconcile whenever none happened for
+    ``KINFER_OPERATOR_RESYNC_S``; it also retries what an earlier round reported as refused."""
     rt = runtime(memo)
-    with contextlib.suppress(kopf.PermanentError):  # already reported in status; never escalate it
-        await reconcile(rt, body)
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    loop = asyncio.get_running_loop()
+    while not stopped:
+        since = loop.time() - rt.reconciled.get(key, loop.time())
+        await stopped.wait(max(0.1, rt.settings.resync_s - since))
+        if stopped or loop.time() - rt.reconciled.get(key, 0.0) < rt.settings.resync_s:
+            continue
+        try:
+            await reconcile(rt, body)
+        except (kopf.PermanentError, kopf.TemporaryError) as exc:  # already in the status; retried next time
+            log.info("resync of %s/%s: %s", *key, exc)
+            rt.reconciled[key] = loop.time()
 
 
 @kopf.on.event("v1", "pods", labels={SERVICE_LABEL: kopf.PRESENT}, registry=REGISTRY)
@@ -196,3 +209,4 @@ async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         rt.metrics.ready_replicas.remove(ns, name)
     rt.locks.pop((ns, name), None)
     rt.backoff.reset((ns, name))
+    rt.reconciled.pop((ns, name), None)

@@ -7,6 +7,7 @@ Per-experiment gauges carry ``namespace``/``name`` labels and are removed when t
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
@@ -90,11 +91,18 @@ class OperatorMetrics:
         return generate_latest(self.registry)
 
 
-async def serve(metrics: OperatorMetrics, host: str, port: int) -> web.AppRunner:
-    """Start ``/healthz`` and ``/metrics``; the caller cleans the runner up."""
+#: What ``/healthz`` asks: a short state word and the problems (none: healthy).
+HealthCheck = Callable[[], tuple[str, list[str]]]
+
+
+async def serve(metrics: OperatorMetrics, host: str, port: int, health: HealthCheck) -> web.AppRunner:
+    """Start ``/healthz`` (200, or 503 naming what is wrong) and ``/metrics``; the caller cleans up."""
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        state, problems = health()
+        if problems:
+            return web.json_response({"status": state, "problems": problems}, status=503)
+        return web.json_response({"status": state})
 
     async def metrics_view(_: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -7,6 +7,8 @@ the same registry, so what is tested is what ships.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import Collection
 from typing import Any
@@ -17,6 +19,7 @@ import kopf
 from kinfer.controller import isvc as _isvc
 from kinfer.controller import lexp as _lexp
 from kinfer.controller.kube import Kube
+from kinfer.controller.leader import LeaderElection
 from kinfer.controller.metrics import OperatorMetrics, serve
 from kinfer.controller.runtime import REGISTRY, Runtime, runtime
 from kinfer.controller.settings import Settings
@@ -45,18 +48,44 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.watching.reconnect_backoff = 1.0
     rt = runtime(memo)
-    if rt.settings.metrics_port:
-        memo["metrics_runner"] = await serve(rt.metrics, rt.settings.metrics_host, rt.settings.metrics_port)
-        log.info("serving /healthz and /metrics on %s:%d", rt.settings.metrics_host, rt.settings.metrics_port)
+    rt.role = "leading" if rt.role == "standing-by" else rt.role
+    if rt.health_server is None:
+        await start_health(rt)
 
 
 @kopf.on.cleanup(registry=REGISTRY)
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the metrics server and close the API client."""
-    runner = memo.get("metrics_runner")
-    if runner is not None:
-        await runner.cleanup()
-    runtime(memo).kube.close()
+    """Stop the metrics server (the API client is closed by whoever made it: :func:`run` or a test)."""
+    rt = runtime(memo)
+    if rt.health_server is not None:
+        await rt.health_server.cleanup()
+        rt.health_server = None
+
+
+#: kopf's watchers the operator cannot work without (kopf names each task ``watcher for <resource>@<ns>``).
+WATCHED = ("inferenceservices.v1alpha1.kinfer.dev", "loadexperiments.v1alpha1.kinfer.dev", "pods.v1")
+
+
+def health(rt: Runtime) -> tuple[str, list[str]]:
+    """``/healthz``: a standby is alive; an acting operator needs a live kopf watcher per resource.
+
+    kopf's watch loops reconnect by themselves and end only on an unrecoverable error (a watch the API
+    refuses, a crashed stream): a missing watcher means the operator no longer sees changes.
+    """
+    if rt.role == "standing-by":
+        return rt.role, []
+    names = [t.get_name() for t in asyncio.all_tasks() if not t.done()]
+    missing = [w for w in WATCHED if not any(n.startswith(f"watcher for {w}@") for n in names)]
+    return rt.role, [f"no live watcher for {w}" for w in missing]
+
+
+async def start_health(rt: Runtime) -> None:
+    """Serve ``/healthz`` and ``/metrics`` (unless the port is 0)."""
+    if rt.settings.metrics_port:
+        rt.health_server = await serve(
+            rt.metrics, rt.settings.metrics_host, rt.settings.metrics_port, functools.partial(health, rt)
+        )
+        log.info("serving /healthz and /metrics on %s:%d", rt.settings.metrics_host, rt.settings.metrics_port)
 
 
 def memo_for(settings: Settings, kube: Kube) -> kopf.Memo:
@@ -88,6 +117,39 @@ async def spawn(
 
 
 async def run(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM."""
+    """Run until SIGINT/SIGTERM; with a lease namespace, only while this process holds the Lease."""
     kube = Kube.from_environment()
-    await kopf.operator(registry=REGISTRY, memo=memo_for(settings, kube), standalone=True, **_scope(settings))
+    try:
+        await _run(settings, kube)
+    finally:
+        kube.close()
+
+
+async def _run(settings: Settings, kube: Kube) -> None:
+    memo = memo_for(settings, kube)
+    if settings.lease_namespace is None:
+        await kopf.operator(registry=REGISTRY, memo=memo, standalone=True, **_scope(settings))
+        return
+    rt = runtime(memo)
+    rt.role = "standing-by"
+    await start_health(rt)  # a standby answers its liveness probe
+    election = LeaderElection(
+        kube, settings.lease_namespace, lease_s=settings.lease_s, renew_s=settings.lease_s / 3, name=settings.lease_name
+    )
+    await election.acquire()
+    operator = asyncio.create_task(
+        kopf.operator(registry=REGISTRY, memo=memo, standalone=True, **_scope(settings)), name="kopf operator"
+    )
+    keeper = asyncio.create_task(election.keep(), name="lease keeper")
+    done, _ = await asyncio.wait({operator, keeper}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (operator, keeper):
+        if task not in done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if operator in done and operator.exception() is None:  # a clean stop (SIGTERM): hand over at once
+        await election.release()
+    for task in done:
+        task.result()  # LostLeadership (or what ended kopf) propagates: the process exits
+    if rt.health_server is not None:  # kopf's cleanup stops it only once kopf started
+        await rt.health_server.cleanup()

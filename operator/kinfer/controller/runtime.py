@@ -61,6 +61,12 @@ class Runtime:
     """One lock per (namespace, name): reconciles of one object never interleave."""
     backoff: Backoff = field(default_factory=Backoff)
     """Retry delays of objects whose API calls failed for a passing reason."""
+    role: str = "standalone"
+    """``standalone`` (no election), ``standing-by`` (waiting for the Lease) or ``leading``."""
+    health_server: Any = None
+    """The ``/healthz`` + ``/metrics`` server (an aiohttp runner), once started."""
+    reconciled: dict[tuple[str, str], float] = field(default_factory=dict)
+    """Loop time of each InferenceService's last reconcile (the resync timer's clock)."""
 
     def __post_init__(self) -> None:
         self.backoff.cap_s = self.settings.max_backoff_s

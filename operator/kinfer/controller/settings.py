@@ -44,6 +44,12 @@ class Settings:
     """Longest wait between polls of an unreachable generator, seconds."""
     results_linger_s: float = 30.0
     """How long a finished generator keeps its control API up so the operator reads the final stats."""
+    lease_namespace: str | None = None
+    """Namespace of the leader-election Lease (the chart sets its own); ``None``: no election (one process)."""
+    lease_name: str = "kinfer-operator"
+    """Name of the Lease (the chart uses its release's name: one acting operator per release)."""
+    lease_s: float = 15.0
+    """How long a leader's claim lasts without renewal; it renews every third of it."""
     extra: Mapping[str, str] = field(default_factory=dict)
     """Unrecognised ``KINFER_OPERATOR_*`` names (reported, not fatal)."""
 
@@ -110,6 +116,9 @@ KNOWN = {
     "RESYNC_S",
     "MAX_BACKOFF_S",
     "RESULTS_LINGER_S",
+    "LEASE_NAMESPACE",
+    "LEASE_NAME",
+    "LEASE_S",
 }
 
 
@@ -127,6 +136,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
     namespace = env.get(PREFIX + "NAMESPACE", "").strip() or None
     if namespace is not None and not _is_dns_label(namespace):
         raise SettingsError(f"{PREFIX}NAMESPACE={namespace!r}: not a valid namespace name")
+    lease_namespace = env.get(PREFIX + "LEASE_NAMESPACE", "").strip() or None
+    if lease_namespace is not None and not _is_dns_label(lease_namespace):
+        raise SettingsError(f"{PREFIX}LEASE_NAMESPACE={lease_namespace!r}: not a valid namespace name")
     extra = {k: v for k, v in env.items() if k.startswith(PREFIX) and k.removeprefix(PREFIX) not in KNOWN}
     return Settings(
         hostpath_allow=tuple(prefixes),
@@ -139,6 +151,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
         resync_s=_float(env, "RESYNC_S", 30.0),
         max_backoff_s=_float(env, "MAX_BACKOFF_S", 30.0),
         results_linger_s=_float(env, "RESULTS_LINGER_S", 30.0),
+        lease_namespace=lease_namespace,
+        lease_name=_text(env, "LEASE_NAME", "kinfer-operator"),
+        lease_s=_float(env, "LEASE_S", 15.0),
         extra=extra,
     )
 

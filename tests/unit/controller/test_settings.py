@@ -23,6 +23,10 @@ def test_every_variable_is_parsed() -> None:
         "KINFER_OPERATOR_LOADGEN_IMAGE": "registry.local/kinfer/loadgen:dev",
         "KINFER_OPERATOR_CLUSTER_DOMAIN": "cluster.example.",
         "KINFER_OPERATOR_RESULTS_LINGER_S": "5",
+        "KINFER_OPERATOR_RESYNC_S": "7.5",
+        "KINFER_OPERATOR_LEASE_NAMESPACE": "kinfer-system",
+        "KINFER_OPERATOR_LEASE_NAME": "kinfer",
+        "KINFER_OPERATOR_LEASE_S": "6",
         "KINFER_OPERATOR_SOMETHING": "x",
         "HOME": "/root",
     })
@@ -33,6 +37,8 @@ def test_every_variable_is_parsed() -> None:
     assert settings.loadgen_image == "registry.local/kinfer/loadgen:dev"
     assert settings.cluster_domain == "cluster.example"
     assert settings.results_linger_s == 5.0
+    assert settings.resync_s == 7.5
+    assert (settings.lease_namespace, settings.lease_name, settings.lease_s) == ("kinfer-system", "kinfer", 6.0)
     assert settings.extra == {"KINFER_OPERATOR_SOMETHING": "x"}
 
 
@@ -60,6 +66,8 @@ def test_host_paths_are_checked_by_prefix_after_normalizing(path: str, allowed: 
         ("HOSTPATH_ALLOW", "/ok,relative/path", "KINFER_OPERATOR_HOSTPATH_ALLOW='/ok,relative/path': "
                                                 "'relative/path' is not an absolute path prefix"),
         ("NAMESPACE", "Bad_NS", "KINFER_OPERATOR_NAMESPACE='Bad_NS': not a valid namespace name"),
+        ("LEASE_NAMESPACE", "Bad_NS", "KINFER_OPERATOR_LEASE_NAMESPACE='Bad_NS': not a valid namespace name"),
+        ("LEASE_S", "0", "KINFER_OPERATOR_LEASE_S='0': must be > 0"),
         ("RESYNC_S", "-1", "KINFER_OPERATOR_RESYNC_S='-1': must be > 0"),
         ("SERVER_IMAGE", "a b", "KINFER_OPERATOR_SERVER_IMAGE='a b': must not contain whitespace"),
     ],
@@ -76,3 +84,21 @@ def test_cli_exits_2_on_a_bad_setting(monkeypatch: pytest.MonkeyPatch, capsys: p
     monkeypatch.setenv("KINFER_OPERATOR_METRICS_PORT", "nope")
     assert main([]) == 2
     assert "KINFER_OPERATOR_METRICS_PORT='nope'" in capsys.readouterr().err
+
+
+def test_backoff_grows_with_jitter_honours_retry_after_and_resets() -> None:
+    import random
+
+    from kinfer.controller.kube import KubeError
+    from kinfer.controller.runtime import Backoff
+
+    backoff = Backoff(base_s=1.0, cap_s=8.0, rng=random.Random(7))
+    key = ("ns", "x")
+    delays = [backoff.next_delay(key) for _ in range(6)]
+    for n, delay in enumerate(delays):
+        ceiling = min(8.0, 2.0**n)
+        assert ceiling / 2 <= delay <= ceiling, (n, delay)
+    assert len(set(delays)) == len(delays)  # jittered
+    assert backoff.next_delay(key, KubeError(429, "slow down", retry_after_s=20.0)) == 20.0
+    backoff.reset(key)
+    assert backoff.next_delay(key) <= 1.0
