@@ -46,7 +46,7 @@ async def test_a_capacity_probe_counts_failures_so_a_failing_service_has_no_capa
         "--output", str(tmp_path), "--control-port", "-1", "--quiet",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 1, (out + err).decode()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["capacity"]["rps"] is None
