@@ -116,7 +116,11 @@ class Volume(Model):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63, description="Volume name.")
     host_path: str = Field(pattern=r"^/", description="Absolute path on the node.")
     mount_path: str = Field(pattern=r"^/", description="Absolute path in the container.")
-    read_only: bool = Field(default=False, description="Mount read-only.")
+    read_only: bool | None = Field(
+        default=None,
+        description="Mount read-only. Unset: read-only unless the operator's allow-list entry for the path "
+        "ends in :rw; false under a read-only entry is refused.",
+    )
 
 
 class InferenceServiceSpec(Placement):

@@ -13,7 +13,7 @@ from typing import Any
 from kinfer.api import InferenceService
 from kinfer.api.commands import serve_args
 from kinfer.api.common import Resources
-from kinfer.api.inferenceservice import PodStatus
+from kinfer.api.inferenceservice import PodStatus, Volume
 from kinfer.controller.meta import (
     REPLICA_LABEL,
     SERVICE_LABEL,
@@ -64,7 +64,8 @@ def selector(name: str) -> dict[str, str]:
 def check_host_paths(isvc: InferenceService, settings: Settings) -> None:
     """Refuse hostPath volumes outside the operator's allow-list (raises :class:`SpecRefused`)."""
     for index, volume in enumerate(isvc.spec.volumes or []):
-        if not settings.hostpath_allowed(volume.host_path):
+        access = settings.hostpath_access(volume.host_path)
+        if access is None:
             allowed = ", ".join(settings.hostpath_allow) or "none"
             raise SpecRefused(
                 f"spec.volumes[{index}].hostPath",
@@ -72,6 +73,20 @@ def check_host_paths(isvc: InferenceService, settings: Settings) -> None:
                 f"host path {volume.host_path!r} of volume {volume.name!r} is outside the operator's "
                 f"allow-list (KINFER_OPERATOR_HOSTPATH_ALLOW: {allowed})",
             )
+        if volume.read_only is False and access != "rw":
+            raise SpecRefused(
+                f"spec.volumes[{index}].readOnly",
+                "HostPathReadOnly",
+                f"volume {volume.name!r} asks for a writable mount of {volume.host_path!r}, which the operator's "
+                "allow-list grants read-only (an entry ending in :rw allows writes)",
+            )
+
+
+def mount_read_only(volume: Volume, settings: Settings) -> bool:
+    """The spec's ``readOnly``, or read-only unless the allow-list grants the path ``:rw``."""
+    if volume.read_only is not None:
+        return volume.read_only
+    return settings.hostpath_access(volume.host_path) != "rw"
 
 
 def server_args(isvc: InferenceService) -> list[str]:
@@ -150,7 +165,7 @@ def pod_spec(isvc: InferenceService, settings: Settings) -> dict[str, Any]:
     volumes = spec.volumes or []
     if volumes:
         container["volumeMounts"] = [
-            {"name": v.name, "mountPath": v.mount_path, "readOnly": v.read_only} for v in volumes
+            {"name": v.name, "mountPath": v.mount_path, "readOnly": mount_read_only(v, settings)} for v in volumes
         ]
     out: dict[str, Any] = {
         "restartPolicy": "Always",

@@ -26,6 +26,12 @@ class Settings:
 
     hostpath_allow: tuple[str, ...] = ()
     """Host-path prefixes volumes may use; empty = no hostPath volume is allowed."""
+    hostpath_writable: tuple[str, ...] = ()
+    """The prefixes of ``hostpath_allow`` whose entry ends in ``:rw``: mounts under them may be writable.
+
+    The check is textual: it cannot see symlinks on the node. A writable mount lets a pod plant a link
+    that a later pod's read-only mount of the same tree follows out of the allowed prefix, so grant
+    ``:rw`` only to trees nobody else mounts."""
     namespace: str | None = None
     """Watch only this namespace; ``None`` = all namespaces."""
     metrics_port: int = 8080
@@ -55,8 +61,15 @@ class Settings:
 
     def hostpath_allowed(self, path: str) -> bool:
         """Whether ``path`` lies under one of the allowed prefixes (``..`` is resolved first)."""
+        return self.hostpath_access(path) is not None
+
+    def hostpath_access(self, path: str) -> str | None:
+        """``"rw"`` or ``"ro"`` by the longest allowed prefix ``path`` lies under, ``None`` if none."""
         normalized = _normalize(path)
-        return any(normalized == p or normalized.startswith(p.rstrip("/") + "/") for p in self.hostpath_allow)
+        matches = [p for p in self.hostpath_allow if normalized == p or normalized.startswith(p.rstrip("/") + "/")]
+        if not matches:
+            return None
+        return "rw" if max(matches, key=len) in self.hostpath_writable else "ro"
 
 
 def _normalize(path: str) -> str:
@@ -125,14 +138,19 @@ KNOWN = {
 def from_env(env: Mapping[str, str]) -> Settings:
     """Parse and validate the operator's settings; raise :class:`SettingsError` naming the variable."""
     allow_raw = env.get(PREFIX + "HOSTPATH_ALLOW", "")
-    prefixes = []
+    prefixes, writable = [], []
     for item in allow_raw.split(","):
         item = item.strip()
         if not item:
             continue
-        if not item.startswith("/"):
+        path, _, mode = item.partition(":")
+        if not path.startswith("/"):
             raise SettingsError(f"{PREFIX}HOSTPATH_ALLOW={allow_raw!r}: {item!r} is not an absolute path prefix")
-        prefixes.append(_normalize(item))
+        if mode not in ("", "ro", "rw"):
+            raise SettingsError(f"{PREFIX}HOSTPATH_ALLOW={allow_raw!r}: {item!r}: the mode after ':' is ro or rw")
+        prefixes.append(_normalize(path))
+        if mode == "rw":
+            writable.append(_normalize(path))
     namespace = env.get(PREFIX + "NAMESPACE", "").strip() or None
     if namespace is not None and not _is_dns_label(namespace):
         raise SettingsError(f"{PREFIX}NAMESPACE={namespace!r}: not a valid namespace name")
@@ -142,6 +160,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
     extra = {k: v for k, v in env.items() if k.startswith(PREFIX) and k.removeprefix(PREFIX) not in KNOWN}
     return Settings(
         hostpath_allow=tuple(prefixes),
+        hostpath_writable=tuple(writable),
         namespace=namespace,
         metrics_port=_int(env, "METRICS_PORT", 8080, 0, 65535),
         metrics_host=_text(env, "METRICS_HOST", "0.0.0.0"),

@@ -83,8 +83,9 @@ def test_example_pod_is_the_seeds_pod() -> None:
             "volumeMounts": [
                 {"name": "model-path", "mountPath": "/model", "readOnly": True},
                 {"name": "data-path", "mountPath": "/data", "readOnly": True},
-                {"name": "code-path", "mountPath": "/home/inference", "readOnly": False},
-                {"name": "script-path", "mountPath": "/home/script", "readOnly": False},
+                # not marked in the spec: read-only, as the allow-list entry has no :rw
+                {"name": "code-path", "mountPath": "/home/inference", "readOnly": True},
+                {"name": "script-path", "mountPath": "/home/script", "readOnly": True},
             ],
         }],
         "volumes": [
@@ -175,6 +176,22 @@ def test_host_path_outside_the_allow_list_is_refused_naming_the_field() -> None:
     assert info.value.reason == "HostPathNotAllowed"
     assert "'/home/tank/yanan/data'" in str(info.value) and "/home/tank/yanan/model" in str(info.value)
     build.check_host_paths(isvc_of(example_doc()), SETTINGS)  # allowed: no error
+
+
+def test_host_path_mounts_are_read_only_unless_the_allow_list_says_rw() -> None:
+    rw = Settings(hostpath_allow=("/home/tank/yanan/model", "/home/tank/yanan/data", "/home/tank/yanan"),
+                  hostpath_writable=("/home/tank/yanan",))
+    mounts = build.build_pod(isvc_of(example_doc()), 0, rw)["spec"]["containers"][0]["volumeMounts"]
+    # The longest matching entry decides: model and data stay read-only (also asked so by the spec),
+    # code and script fall under the writable /home/tank/yanan.
+    assert [m["readOnly"] for m in mounts] == [True, True, False, False]
+    doc = example_doc()
+    doc["spec"]["volumes"][2]["readOnly"] = False
+    with pytest.raises(build.SpecRefused) as info:
+        build.check_host_paths(isvc_of(doc), SETTINGS)
+    assert (info.value.field, info.value.reason) == ("spec.volumes[2].readOnly", "HostPathReadOnly")
+    assert "an entry ending in :rw allows writes" in str(info.value)
+    build.check_host_paths(isvc_of(doc), rw)
 
 
 def test_template_hash_changes_with_the_spec_only() -> None:

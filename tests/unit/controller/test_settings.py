@@ -16,7 +16,7 @@ def test_defaults_allow_no_host_path_and_watch_all_namespaces() -> None:
 
 def test_every_variable_is_parsed() -> None:
     settings = from_env({
-        "KINFER_OPERATOR_HOSTPATH_ALLOW": "/home/tank/, /data",
+        "KINFER_OPERATOR_HOSTPATH_ALLOW": "/home/tank/, /data:rw, /srv:ro",
         "KINFER_OPERATOR_NAMESPACE": "bench",
         "KINFER_OPERATOR_METRICS_PORT": "9100",
         "KINFER_OPERATOR_SERVER_IMAGE": "registry.local/kinfer/model-server:dev",
@@ -30,7 +30,10 @@ def test_every_variable_is_parsed() -> None:
         "KINFER_OPERATOR_SOMETHING": "x",
         "HOME": "/root",
     })
-    assert settings.hostpath_allow == ("/home/tank", "/data")
+    assert settings.hostpath_allow == ("/home/tank", "/data", "/srv")
+    assert settings.hostpath_writable == ("/data",)
+    paths = ("/home/tank/x", "/data/y", "/srv", "/etc")
+    assert [settings.hostpath_access(p) for p in paths] == ["ro", "rw", "ro", None]
     assert settings.namespace == "bench"
     assert settings.metrics_port == 9100
     assert settings.server_image == "registry.local/kinfer/model-server:dev"
@@ -66,6 +69,8 @@ def test_host_paths_are_checked_by_prefix_after_normalizing(path: str, allowed: 
         ("HOSTPATH_ALLOW", "/ok,relative/path", "KINFER_OPERATOR_HOSTPATH_ALLOW='/ok,relative/path': "
                                                 "'relative/path' is not an absolute path prefix"),
         ("NAMESPACE", "Bad_NS", "KINFER_OPERATOR_NAMESPACE='Bad_NS': not a valid namespace name"),
+        ("HOSTPATH_ALLOW", "/a:rwx",
+         "KINFER_OPERATOR_HOSTPATH_ALLOW='/a:rwx': '/a:rwx': the mode after ':' is ro or rw"),
         ("LEASE_NAMESPACE", "Bad_NS", "KINFER_OPERATOR_LEASE_NAMESPACE='Bad_NS': not a valid namespace name"),
         ("LEASE_S", "0", "KINFER_OPERATOR_LEASE_S='0': must be > 0"),
         ("RESYNC_S", "-1", "KINFER_OPERATOR_RESYNC_S='-1': must be > 0"),
