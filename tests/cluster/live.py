@@ -54,6 +54,7 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "serviceaccounts": ("/api/v1", True),
     "endpoints": ("/api/v1", True),
     "leases": ("/apis/coordination.k8s.io/v1", True),
+    "networkpolicies": ("/apis/networking.k8s.io/v1", True),
     "namespaces": ("/api/v1", False),
     "nodes": ("/api/v1", False),
     "jobs": ("/apis/batch/v1", True),
@@ -267,7 +268,7 @@ class OperatorProcess:
                "KINFER_OPERATOR_METRICS_PORT": str(self.metrics_port),
                # as in the chart: leader election through a Lease in the release's namespace
                "KINFER_OPERATOR_LEASE_NAMESPACE": OPERATOR_NAMESPACE, "KINFER_OPERATOR_LEASE_NAME": RELEASE,
-               "KINFER_OPERATOR_LEASE_S": "6",
+               "KINFER_OPERATOR_LEASE_S": "6", "KINFER_OPERATOR_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
                **self.env}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         self.starts += 1

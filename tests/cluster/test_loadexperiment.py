@@ -61,6 +61,8 @@ async def test_indexed_generator_job_live_status_intensity_kill_restart_and_coll
         assert len(kubelet.running("split-loadgen")) == 2
         secret = live.get("secrets", "split-control")
         assert secret is not None and secret["metadata"]["ownerReferences"][0]["kind"] == "LoadExperiment"
+        policy = live.get("networkpolicies", "split-control")  # only the operator reaches the control port
+        assert policy is not None and policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8089}]
 
         # Status every interval (1 s), from both generators merged.
         first = live_t(live)
@@ -123,7 +125,8 @@ async def test_indexed_generator_job_live_status_intensity_kill_restart_and_coll
         # Deleting the experiment removes its Job, pods, ConfigMaps and Secret.
         await live.kubectl("delete", "lexp", "split", "--timeout=60s", timeout_s=70)
         await eventually(lambda: not live.list("jobs") and not live.list("configmaps", label_selector="kinfer.dev/"
-                         "experiment=split") and live.get("secrets", "split-control") is None, timeout_s=60)
+                         "experiment=split") and live.get("secrets", "split-control") is None
+                         and live.get("networkpolicies", "split-control") is None, timeout_s=60)
         await eventually(lambda: not [p for p in live.list("pods") if p["metadata"]["name"].startswith("split")],
                          timeout_s=60)
         await live.kubectl("delete", "kisvc", "target", "--timeout=60s", timeout_s=70)

@@ -53,9 +53,10 @@ CONFIGMAP = Kind("/api/v1", "configmaps", "ConfigMap")
 SECRET = Kind("/api/v1", "secrets", "Secret")
 JOB = Kind("/apis/batch/v1", "jobs", "Job")
 LEASE = Kind("/apis/coordination.k8s.io/v1", "leases", "Lease")
+NETWORK_POLICY = Kind("/apis/networking.k8s.io/v1", "networkpolicies", "NetworkPolicy")
 ISVC = Kind(f"/apis/{GROUP}/{VERSION}", "inferenceservices", "InferenceService")
 LEXP = Kind(f"/apis/{GROUP}/{VERSION}", "loadexperiments", "LoadExperiment")
-KINDS = {k.kind: k for k in (POD, SERVICE, CONFIGMAP, SECRET, JOB, LEASE, ISVC, LEXP)}
+KINDS = {k.kind: k for k in (POD, SERVICE, CONFIGMAP, SECRET, JOB, LEASE, NETWORK_POLICY, ISVC, LEXP)}
 
 
 #: Answers that retrying the same request cannot change (the spec or the operator's permissions must).

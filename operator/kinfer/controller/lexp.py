@@ -179,6 +179,7 @@ class Experiment:
                         self.control_token(lexp),
                         self.rt.kube.ensure(build.build_schedule_configmap(lexp)),
                         self.rt.kube.ensure(build.build_results_configmap(lexp, PENDING_SUMMARY)),
+                        self.guard_control_port(lexp),
                     )
                     _, created = await self.rt.kube.ensure(build.build_job(lexp, target.url, self.rt.settings))
                     if created:
@@ -198,6 +199,12 @@ class Experiment:
             secret, _ = await self.rt.kube.ensure(build.build_control_secret(lexp, secrets.token_urlsafe(32)))
             self.gens.token = build.secret_token(secret)
         return self.gens.token
+
+    async def guard_control_port(self, lexp: LoadExperiment) -> None:
+        """A NetworkPolicy admitting only the operator's pods, when the operator knows its namespace."""
+        namespace = self.rt.settings.operator_namespace
+        if namespace:
+            await self.rt.kube.ensure(build.build_network_policy(lexp, namespace))
 
     # --- Running --------------------------------------------------------------------------------
 

@@ -160,6 +160,45 @@ def secret_token(secret: Mapping[str, Any]) -> str | None:
         return None
 
 
+# --- network policy ------------------------------------------------------------------------------
+
+#: Labels of the operator's pods (the chart's selector labels).
+OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "kinfer-operator"}
+
+
+def network_policy_name(name: str) -> str:
+    """NetworkPolicy guarding the generators' control port."""
+    return f"{name}-control"
+
+
+def build_network_policy(lexp: LoadExperiment, operator_namespace: str) -> dict[str, Any]:
+    """Only the operator's pods may reach the generator pods (their control port is the only one they
+    listen on); where the network plugin enforces policies, nothing else in the cluster can change a run
+    even with the token."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(lexp, network_policy_name(lexp.name)),
+        "spec": {
+            "podSelector": {"matchLabels": labels(lexp)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
+                            },
+                            "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": lexp.spec.control_port}],
+                }
+            ],
+        },
+    }
+
+
 # --- job ----------------------------------------------------------------------------------------
 
 

@@ -52,6 +52,9 @@ class Settings:
     """How long a finished generator keeps its control API up so the operator reads the final stats."""
     lease_namespace: str | None = None
     """Namespace of the leader-election Lease (the chart sets its own); ``None``: no election (one process)."""
+    operator_namespace: str | None = None
+    """The operator pods' namespace (the chart passes its own): generator pods admit only the operator's
+    pods there to their control port (a NetworkPolicy per experiment); ``None``: no policy."""
     lease_name: str = "kinfer-operator"
     """Name of the Lease (the chart uses its release's name: one acting operator per release)."""
     lease_s: float = 15.0
@@ -131,6 +134,7 @@ KNOWN = {
     "RESULTS_LINGER_S",
     "LEASE_NAMESPACE",
     "LEASE_NAME",
+    "OPERATOR_NAMESPACE",
     "LEASE_S",
 }
 
@@ -157,6 +161,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
     lease_namespace = env.get(PREFIX + "LEASE_NAMESPACE", "").strip() or None
     if lease_namespace is not None and not _is_dns_label(lease_namespace):
         raise SettingsError(f"{PREFIX}LEASE_NAMESPACE={lease_namespace!r}: not a valid namespace name")
+    operator_namespace = env.get(PREFIX + "OPERATOR_NAMESPACE", "").strip() or None
+    if operator_namespace is not None and not _is_dns_label(operator_namespace):
+        raise SettingsError(f"{PREFIX}OPERATOR_NAMESPACE={operator_namespace!r}: not a valid namespace name")
     extra = {k: v for k, v in env.items() if k.startswith(PREFIX) and k.removeprefix(PREFIX) not in KNOWN}
     return Settings(
         hostpath_allow=tuple(prefixes),
@@ -172,6 +179,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         results_linger_s=_float(env, "RESULTS_LINGER_S", 30.0),
         lease_namespace=lease_namespace,
         lease_name=_text(env, "LEASE_NAME", "kinfer-operator"),
+        operator_namespace=operator_namespace,
         lease_s=_float(env, "LEASE_S", 15.0),
         extra=extra,
     )

@@ -279,3 +279,25 @@ def test_a_closed_loop_splits_its_clients_and_requests_between_pods_and_passes_i
     args = build.build_job(lexp, URL, Settings(results_linger_s=5))["spec"]["template"]["spec"]["containers"][0]["args"]
     flags = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--")}
     assert (flags["--think-time"], flags["--requests"], flags["--batch-size"]) == ("0.05", "501", "4")
+
+
+def test_network_policy_admits_only_the_operator_to_the_control_port() -> None:
+    policy = valid(build.build_network_policy(lexp_of(example_doc()), "kinfer-system"))
+    assert policy == {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "mobilenet-load-control", "namespace": "default", "labels": LABELS,
+                     "ownerReferences": [OWNER]},
+        "spec": {
+            "podSelector": {"matchLabels": LABELS},
+            "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kinfer-system"}},
+                          "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kinfer-operator"}}}],
+                "ports": [{"protocol": "TCP", "port": 8089}],
+            }],
+        },
+    }
+    # The chart's operator pods carry the label the policy admits.
+    chart = (Path(__file__).resolve().parents[3] / "charts" / "kinfer" / "templates" / "_helpers.tpl").read_text()
+    assert "app.kubernetes.io/name: kinfer-operator" in chart.split('define "kinfer.selectorLabels"')[1]
