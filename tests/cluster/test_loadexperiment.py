@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
 
-from tests.cluster.live import LiveCluster, OperatorProcess, running_operator
+from tests.cluster.live import KUBECTL, LiveCluster, OperatorProcess, running_operator
 from tests.cluster.test_rbac import stop_before_start
 from tests.e2e.operator_harness import Kubelet, condition, dump, status_of
 from tests.kube.cluster import eventually
@@ -38,6 +40,16 @@ async def generator_snapshots(kubelet: Kubelet, token: str | None = None) -> lis
             async with session.get(f"http://{gen.ip}:8089/api/status") as response:
                 out.append(await response.json())
     return out
+
+
+async def plugin(live: LiveCluster, *args: str) -> tuple[int, str, str]:
+    """``kubectl kinfer ARGS -n <namespace>`` through kubectl's plugin mechanism."""
+    env = {**live.plane.env(), "PATH": f"{Path(sys.executable).parent}:{live.plane.env()['PATH']}", "COLUMNS": "160"}
+    proc = await asyncio.create_subprocess_exec(
+        KUBECTL, "kinfer", *args, "-n", live.namespace, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
 
 
 def live_t(live: LiveCluster) -> float:
@@ -121,6 +133,9 @@ async def test_indexed_generator_job_live_status_intensity_kill_restart_and_coll
                          timeout_s=30)
         _, out, _ = await live.kubectl("get", "lexp", "split")
         assert columns(out)[0]["PHASE"] == "Succeeded"
+        # The kubectl plugin, found by the real kubectl on PATH, reads the same objects.
+        rc, out, err = await plugin(live, "report", "split")
+        assert rc == 0 and "SLO: MET" in out and "split-results" in out, (out, err)
 
         # Deleting the experiment removes its Job, pods, ConfigMaps and Secret.
         await live.kubectl("delete", "lexp", "split", "--timeout=60s", timeout_s=70)
