@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,3 +20,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         parts = Path(str(item.path)).relative_to(ROOT).parts
         if parts and parts[0] in TIERS:
             item.add_marker(getattr(pytest.mark, parts[0]))
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[Any]:
+    """``make kube-up``'s control plane with the chart installed by Helm (tests/cluster/live.py), for the
+    cluster tier and the operator image; stopped at the end if this session started it."""
+    from tests.cluster.live import ControlPlane
+
+    plane = ControlPlane.up()
+    plane.install_chart()
+    try:
+        yield plane
+    finally:
+        if plane.started_here:
+            plane.down()

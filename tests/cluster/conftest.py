@@ -13,7 +13,7 @@ Security. What runs here:
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -30,18 +30,6 @@ from tests.cluster.live import (
 from tests.e2e.operator_harness import Kubelet
 from tests.kube.cluster import eventually
 from tests.kube.kubectl import Kubectl
-
-
-@pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
-    """``make kube-up``'s control plane with the chart installed by Helm."""
-    plane = ControlPlane.up()
-    plane.install_chart()
-    try:
-        yield plane
-    finally:
-        if plane.started_here:
-            plane.down()
 
 
 def free_port() -> int:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -148,8 +149,9 @@ class ControlPlane:
             capture_output=True, text=True, env=self.env(), check=True, timeout=30).stdout.strip()
         config = {
             "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {"server": self.server(),
-                                                       "certificate-authority": str(self.pki / "ca.crt")}}],
+            "clusters": [{"name": "local", "cluster": {  # the CA inline: the file works in a container too
+                "server": self.server(),
+                "certificate-authority-data": base64.b64encode((self.pki / "ca.crt").read_bytes()).decode()}}],
             "users": [{"name": account, "user": {"token": token}}],
             "contexts": [{"name": "local", "context": {"cluster": "local", "user": account}}],
             "current-context": "local",

@@ -231,8 +231,10 @@ class Kubelet:
                 continue
             if running.proc.returncode is not None:
                 running.finished = True
-                ok = running.proc.returncode == 0
-                self._set_status(running.name, "Succeeded" if ok else "Failed", running.ip, ready=False)
+                code = running.proc.returncode
+                exit_code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a kubelet says
+                self._set_status(running.name, "Succeeded" if code == 0 else "Failed", running.ip, ready=False,
+                                 exit_code=exit_code, container=pod["spec"]["containers"][0])
             elif not running.ready and await self._probe(running):
                 running.ready = True
                 self._set_status(running.name, "Running", running.ip, ready=True)
@@ -245,14 +247,22 @@ class Kubelet:
         self.fake.discard(pod["metadata"]["uid"])
         self.cluster.delete("pods", pod["metadata"]["name"], self.namespace, grace_period_s=0)
 
-    def _set_status(self, name: str, phase: str, ip: str, *, ready: bool) -> None:
+    def _set_status(self, name: str, phase: str, ip: str, *, ready: bool, exit_code: int | None = None,
+                    container: dict[str, Any] | None = None) -> None:
         now = "2026-01-01T00:00:00Z"
-        self.cluster.patch("pods", name, {"status": {
+        status: dict[str, Any] = {
             "phase": phase, "podIP": ip, "hostIP": ip, "podIPs": [{"ip": ip}],
             "conditions": [{"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": now},
                            {"type": "ContainersReady", "status": "True" if ready else "False",
                             "lastTransitionTime": now}],
-        }}, self.namespace, subresource="status")
+        }
+        if exit_code is not None and container is not None:
+            status["containerStatuses"] = [{
+                "name": container["name"], "image": container.get("image", ""), "imageID": "", "ready": False,
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                                         "startedAt": now, "finishedAt": now}}}]
+        self.cluster.patch("pods", name, {"status": status}, self.namespace, subresource="status")
 
     async def _probe(self, running: Running) -> bool:
         if running.ready_url is None:

@@ -101,7 +101,7 @@ async def test_experiment_live_status_intensity_restart_and_completion(
                 "--control-port", "8089",
                 "--output", "/results", "--linger", "20", "--quiet",
             ]
-            assert job["spec"]["backoffLimit"] == 1 and job["spec"]["activeDeadlineSeconds"] == 686
+            assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 343
             schedule = cluster.get("configmaps", "mobilenet-load-schedule")
             assert schedule is not None
             assert yaml.safe_load(schedule["data"]["schedule.yaml"])["stages"][1] == {"duration": "20s", "rps": 10.0}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -88,3 +89,27 @@ async def test_capacity_mode_finds_the_highest_rate_meeting_the_slo(cluster: Clu
         assert (slo["status"], slo["reason"]) == ("True", "CapacityFound"), dump(status)
         results = cluster.get("configmaps", "capacity-results")
         assert results is not None and '"capacity"' in results["data"]["summary.json"]
+
+
+async def test_a_generator_killed_mid_run_fails_the_experiment_keeping_what_it_measured(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    await install_crds(cluster)
+    doc = {**EXPERIMENT, "metadata": {"name": "killed"},
+           "spec": {**EXPERIMENT["spec"], "schedule": [{"rps": 20, "duration": "30s"}]}}
+    async with Kubelet(cluster, tmp_path) as kubelet, kinfer_operator(Settings(metrics_port=0, results_linger_s=20)):
+        await cluster.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump_all([SERVER, doc]))
+        await eventually(lambda: (status_of(cluster, "lexp", "killed").get("sent") or 0) >= 40, timeout_s=30)
+        [generator] = kubelet.running("killed-loadgen")
+        generator.proc.send_signal(signal.SIGKILL)
+        await eventually(lambda: status_of(cluster, "lexp", "killed").get("phase") == "Failed", timeout_s=20)
+        status = status_of(cluster, "lexp", "killed")
+        progressing = condition(status, "Progressing")
+        assert progressing["reason"] == "GeneratorFailed", dump(status)
+        assert "exit code 137 (Error)" in progressing["message"] and "killed-loadgen-0" in progressing["message"]
+        assert condition(status, "SLOMet")["status"] == "False"
+        assert status["sent"] >= 40, dump(status)  # what was measured before the kill stays
+        summary = json.loads(cluster.get("configmaps", "killed-results")["data"]["summary.json"])  # type: ignore[index]
+        assert summary["incomplete"] is True and "a generator ended before the run did" in summary["incompleteReason"]
+        assert summary["sent"] >= 40
+        assert len(kubelet.started) == 2  # the generator was not started again (no rerun mixing two runs)

@@ -288,6 +288,59 @@ async def test_operator_answers_healthz_and_reconciles_against_the_api_server(
         assert "Traceback" not in logs, logs[-4000:]
 
 
+# --- the operator image on the real control plane (make kube-up), as the chart's ServiceAccount ---------
+
+
+async def test_operator_image_leads_and_builds_restricted_pods_on_the_real_control_plane(
+    podman: str, images: dict[str, str], control_plane: Any, tmp_path: Path
+) -> None:
+    from tests.cluster.live import KUBECTL, OPERATOR_NAMESPACE, RELEASE, LiveCluster, restricted_namespace
+    from tests.kube.kubectl import Kubectl
+
+    (tmp_path / "cache").mkdir()
+    cluster = LiveCluster(control_plane, Kubectl(control_plane.kubeconfig, tmp_path / "cache", binary=KUBECTL))
+    cluster.namespace = restricted_namespace(cluster, "kinfer-img")
+    (tmp_path / "kube").mkdir()
+    kubeconfig = control_plane.service_account_kubeconfig(tmp_path / "kube" / "config")  # the chart's identity
+    kubeconfig.chmod(0o644)  # readable by the image's user
+    kubeconfig.parent.chmod(0o755)
+    port = free_port()
+    name = f"kinfer-test-operator-real-{port}"
+    await asyncio.to_thread(
+        podman_run, podman, "run", "-d", "--name", name, *RUN_FLAGS, "--read-only",
+        "-v", f"{kubeconfig.parent}:/kube:ro", "-e", "KUBECONFIG=/kube/config",
+        "-e", f"KINFER_OPERATOR_METRICS_PORT={port}", "-e", "KINFER_OPERATOR_METRICS_HOST=127.0.0.1",
+        "-e", f"KINFER_OPERATOR_LEASE_NAMESPACE={OPERATOR_NAMESPACE}", "-e", f"KINFER_OPERATOR_LEASE_NAME={RELEASE}",
+        "-e", "KINFER_OPERATOR_LEASE_S=6", images["operator"], "--namespace", cluster.namespace,
+    )  # fmt: skip
+    ctr = Container(podman, name)
+    try:
+        def leading() -> bool:
+            try:
+                status, body, _ = http_get(f"http://127.0.0.1:{port}/healthz")
+            except OSError:  # not listening yet
+                return False
+            return status == 200 and json.loads(body).get("status") == "leading"
+
+        await eventually(lambda: asyncio.to_thread(leading), timeout_s=60, interval=0.5)
+        isvc = {"apiVersion": "kinfer.dev/v1alpha1", "kind": "InferenceService", "metadata": {"name": "m"},
+                "spec": {"model": {"name": "null", "format": "null"}, "service": {"type": "ClusterIP"}}}
+        await cluster.kubectl("apply", "-n", cluster.namespace, "-f", "-", input=yaml.safe_dump(isvc))
+        # Admitted under `restricted` in the namespace, with the image make images built.
+        [pod] = await eventually(lambda: cluster.list("pods", label_selector="kinfer.dev/service=m"), timeout_s=60)
+        assert pod["spec"]["containers"][0]["image"] == images["model-server"]
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    finally:
+        logs = await asyncio.to_thread(ctr.logs)
+        await asyncio.to_thread(podman_run, podman, "rm", "-f", "-t", "10", name, check=False)
+        for obj in cluster.list("inferenceservices"):
+            cluster.patch("inferenceservices", obj["metadata"]["name"], {"metadata": {"finalizers": None}})
+        for pod in cluster.list("pods"):
+            cluster.delete("pods", pod["metadata"]["name"], grace_period_s=0)
+        cluster.delete("namespaces", cluster.namespace, namespace=None)
+    assert "Traceback" not in logs, logs[-4000:]
+
+
 # --- tags and push -------------------------------------------------------------------------------------
 
 

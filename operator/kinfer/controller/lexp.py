@@ -267,7 +267,7 @@ class Experiment:
         )
         phase = next_phase(Phase.RUNNING, seen)
         if phase.terminal:
-            await self.finish(lexp, phase, snapshot or self.state.last, job)
+            await self.finish(lexp, phase, snapshot, job)
             return None
         if errors:
             self.rt.metrics.poll_errors.inc()
@@ -304,12 +304,27 @@ class Experiment:
     async def finish(
         self, lexp: LoadExperiment, phase: Phase, snapshot: dict[str, Any] | None, job: dict[str, Any] | None
     ) -> None:
-        """Terminal phase: stage table, SLOMet, results ConfigMap; then release the generators' linger."""
-        incomplete = snapshot is None
+        """Terminal phase: stage table, SLOMet, results ConfigMap; then release the generators' linger.
+
+        ``snapshot`` is what every generator reported this round (their final numbers), or ``None``: then
+        the last numbers read this run, or failing that the last status, stand in, and the results say
+        they are incomplete and why (a verdict never flatters)."""
         never_started = phase is Phase.STOPPED and self.state.pending and job is not None
         if never_started:  # the generator pods never start: suspending the Job removes them
             assert job is not None
             await self.rt.kube.patch(JOB, self.ns, job["metadata"]["name"], {"spec": {"suspend": True}})
+        ended = await self.generator_endings(job) if phase is Phase.FAILED else []
+        incomplete: str | None = None
+        if never_started:
+            incomplete = "stopped before any generator started: nothing was sent"
+        elif ended:
+            incomplete = f"a generator ended before the run did ({'; '.join(ended)}): numbers up to its last record"
+        elif snapshot is None and self.state.last is not None:
+            incomplete = "the generators' final numbers could not be read: numbers up to the last record read"
+        elif snapshot is None:
+            incomplete = "built from the last status: the generators had ended when it was read"
+        if snapshot is None:
+            snapshot = self.state.last
         if snapshot is None:  # nothing read this run (e.g. restarted after the generator exited)
             snapshot = {k: self.status.get(k) for k in ("sent", "completed", "errors", "dropped", "stages")}
             snapshot["phase"] = phase.value
@@ -320,11 +335,7 @@ class Experiment:
         summary = merge.summary(snapshot, lexp.spec.slo, self.status.get("targetURL"))
         if incomplete:
             summary["incomplete"] = True
-            summary["incompleteReason"] = (
-                "stopped before any generator started: nothing was sent"
-                if never_started
-                else "built from the last status: the generators had ended when it was read"
-            )
+            summary["incompleteReason"] = incomplete
         if not incomplete or not await self.has_final_summary():
             await self.rt.kube.replace_data(build.build_results_configmap(lexp, summary))
         status["results"] = {
@@ -335,7 +346,8 @@ class Experiment:
         verdict = merge.verdict(lexp.spec.slo, snapshot)
         if phase is Phase.FAILED:
             reason = "GeneratorFailed" if job is not None else "JobMissing"
-            message = str(snapshot.get("error") or _job_message(job) or "the generator Job failed")
+            causes = [str(snapshot.get("error") or _job_message(job) or "the generator Job failed"), *ended]
+            message = "; ".join(causes)
             self.condition("Progressing", False, reason, message)
             self.condition("SLOMet", False, "RunFailed", message)
         else:
@@ -349,6 +361,24 @@ class Experiment:
             with contextlib.suppress(Unreachable):
                 await self.gens.stop(url)
 
+
+    async def generator_endings(self, job: Mapping[str, Any] | None) -> list[str]:
+        """How failed generator pods ended: ``pod P: exit code 137 (Error)`` (a kubelet's words)."""
+        out = []
+        for pod in await generator_pods(self.rt, self.ns, self.name, job):
+            if (pod.get("status") or {}).get("phase") != "Failed":
+                continue
+            for container in (pod.get("status") or {}).get("containerStatuses") or []:
+                ended = (container.get("state") or {}).get("terminated") or {}
+                if ended:
+                    what = f"exit code {ended.get('exitCode')}"
+                    if ended.get("signal"):
+                        what += f", signal {ended['signal']}"
+                    out.append(f"pod {pod['metadata']['name']}: {what} ({ended.get('reason') or 'Error'})")
+                    break
+            else:
+                out.append(f"pod {pod['metadata']['name']} failed")
+        return out
 
     async def has_final_summary(self) -> bool:
         """Whether the results ConfigMap already holds a summary read from the generators themselves."""

@@ -34,8 +34,6 @@ SCHEDULE_FILE = "schedule.yaml"
 RESULTS_DIR = "/results"
 #: Slack on top of the schedule for image pull, start-up, drain and the final read of the results.
 DEADLINE_SLACK_S = 300
-#: Schedules up to this long are retried once if the generator pod fails; longer ones are not.
-RETRY_UP_TO_S = 300.0
 #: Key of the control token in the experiment's Secret, and the generator's variable that reads it.
 TOKEN_KEY = "token"
 TOKEN_ENV = "KINFER_LOADGEN_CONTROL_TOKEN"
@@ -217,11 +215,10 @@ def loadgen_args(lexp: LoadExperiment, url: str, settings: Settings) -> list[str
 
 
 def backoff_limit(lexp: LoadExperiment) -> int:
-    """Retry a failed generator once for short schedules; a long run restarted would mix two runs, and a
-    capacity search that found no capacity exits 1 by design (its verdict is in the status)."""
-    if lexp.spec.loop or lexp.spec.mode == "capacity":
-        return 0
-    return 1 if lexp.spec.duration_s <= RETRY_UP_TO_S else 0
+    """Never rerun a generator: a rerun would start the schedule again and mix two runs in one result (and
+    a capacity search that found no capacity exits 1 by design). A generator that dies fails the run,
+    with the numbers read up to its last record."""
+    return 0
 
 
 def active_deadline(lexp: LoadExperiment, settings: Settings) -> int | None:
