@@ -4,11 +4,22 @@ The search (:class:`Search`, pure) probes ``min_rps`` first; if that fails there
 Otherwise it doubles the rate until a probe fails or ``max_rps`` passes, then bisects between the
 highest passing and the lowest failing rate until ``(hi - lo) / hi < precision``.
 
-Each probe is an open-loop constant-rate run of ``probe_duration`` by a fresh set of generators (in
-worker processes, as in schedule mode), judged by :func:`kinfer.api.slo.evaluate` on that probe's
-exact percentiles (merged HdrHistograms, latency from the scheduled send time) and its
-completed/offered. :class:`CapacityRun` is one :class:`~kinfer.loadgen.runner.Run` for the control API,
-the terminal and the results: its recorder carries on across probes (records' ``t`` continues, one
+Each probe is an open-loop constant-rate run by a fresh set of generators (in worker processes, as in
+schedule mode), measured as perf_analyzer measures (:class:`Windows`): a warm-up (one window unless
+``--warmup``) is sent and discarded, so the queue a rate builds is there before anything counts; then
+windows of ``probe_duration / 3`` (whole record intervals) follow until the last 3 agree: each one's
+p99 and throughput within ``tolerance`` of the three's mean. A stable probe is judged by
+:func:`kinfer.api.slo.evaluate` on all its measured windows together (merged HdrHistograms, latency
+from the scheduled send time, failures and drops counted against it). A probe still unstable after
+``max_windows`` windows is judged the same way on everything it measured and reported with
+``"stable": false``: a queue near saturation is bursty, and its windows may never agree within a
+tight tolerance although their sum estimates its p99 well; judging only quiet, agreeing stretches would
+flatter it. A probe whose every window (at least 2) fails the SLO, its p99 beyond the bound by more
+than the tolerance, fails at once (an overloaded queue only grows). Each probe reports its windows,
+its sample count (responses judged) and its stability.
+
+:class:`CapacityRun` is one :class:`~kinfer.loadgen.runner.Run` for the control API, the terminal and
+the results: its recorder carries on across probes (records' ``t`` continues, one
 stage per probe), so ``GET /api/status``, ``/metrics``, ``records.csv`` and ``summary.json`` look like a
 schedule run whose stages are decided as it goes, plus ``capacity`` {rps, p99Ms, probes}.
 """
@@ -20,7 +31,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,11 +42,15 @@ from kinfer.loadgen.config import LoadgenConfig
 from kinfer.loadgen.engine import GeneratorSpec, Snapshot
 from kinfer.loadgen.plan import RatePlan
 from kinfer.loadgen.runner import Phase, Run, iso
-from kinfer.loadgen.stats import percentile_ms
+from kinfer.loadgen.stats import Bucket, percentile_ms
 from kinfer.loadgen.workers import GeneratorGroup, LocalGroup, ProcessGroup
 
 #: Pause between probes, seconds: lets the target drain whatever it still queues.
 PROBE_PAUSE_S = 0.5
+#: Consecutive windows that must agree for a probe to be stable (perf_analyzer's 3).
+STABLE_WINDOWS = 3
+#: Windows that must all fail the SLO clearly before a probe fails early.
+EARLY_FAIL_WINDOWS = 2
 
 
 @dataclass(frozen=True)
@@ -50,14 +65,23 @@ class Probe:
     #: Where the probe lies in the run, seconds since its start (records' ``t``).
     start_s: float | None = None
     end_s: float | None = None
+    #: Responses the verdict was judged on (the measured windows, warm-up excluded).
+    samples: int | None = None
+    #: Whether the last windows agreed (``None``: not measured in windows).
+    stable: bool | None = None
+    #: Each measured window's ``{p99Ms, throughput, samples}``.
+    windows: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """``{rps, p99Ms, serviceRate, met, message, startS, endS}``."""
+        """``{rps, p99Ms, serviceRate, met, message, samples, stable, windows, startS, endS}``."""
         return {
             "rps": round(self.rps, 3),
             "p99Ms": None if self.p99_ms is None else round(self.p99_ms, 3),
             "serviceRate": None if self.service_rate is None else round(self.service_rate, 4),
             "met": self.met,
+            "samples": self.samples,
+            "stable": self.stable,
+            "windows": list(self.windows),
             "message": self.message,
             "startS": None if self.start_s is None else round(self.start_s, 3),
             "endS": None if self.end_s is None else round(self.end_s, 3),
@@ -117,6 +141,147 @@ class Search:
             "maxRPS": self.max_rps,
             "precision": self.precision,
         }
+
+
+@dataclass(frozen=True)
+class Window:
+    """One measurement window of a probe."""
+
+    bucket: Bucket
+    seconds: float
+
+    @property
+    def p99_ms(self) -> float | None:
+        """The window's p99 latency (successes, from the scheduled send), ms."""
+        return percentile_ms(self.bucket.latency, 99.0)
+
+    @property
+    def throughput(self) -> float:
+        """Responses completed per second."""
+        return self.bucket.completed / self.seconds
+
+    def to_json(self) -> dict[str, Any]:
+        p99 = self.p99_ms
+        return {"p99Ms": None if p99 is None else round(p99, 3), "throughput": round(self.throughput, 3),
+                "samples": self.bucket.completed}  # fmt: skip
+
+
+def agree(values: list[float | None], tolerance: float) -> bool:
+    """Whether every value lies within ``tolerance`` (relative) of their mean."""
+    if not values or any(v is None for v in values):
+        return False
+    known = [float(v) for v in values if v is not None]
+    mean = sum(known) / len(known)
+    return all(abs(v - mean) <= tolerance * mean for v in known)
+
+
+class Windows:
+    """One probe's measurement, interval by interval: warm-up, windows, the stopping rule, the verdict.
+
+    Fed the merged buckets of consecutive record intervals (:meth:`add_interval`); says when the probe
+    can stop (:attr:`done`) and judges it (:meth:`verdict`). No I/O: tested on synthetic buckets.
+    """
+
+    def __init__(
+        self,
+        slo: SLO,
+        *,
+        interval: float,
+        warmup_intervals: int,
+        window_intervals: int,
+        tolerance: float,
+        max_windows: int,
+    ) -> None:
+        self.slo = slo
+        self.interval = interval
+        self.warmup_intervals = warmup_intervals
+        self.window_intervals = window_intervals
+        self.tolerance = tolerance
+        self.max_windows = max_windows
+        self.windows: list[Window] = []
+        self.stable = False
+        self.early_fail = False
+        self._intervals = 0
+        self._current = Bucket()
+
+    @property
+    def done(self) -> bool:
+        """Whether the probe has measured enough: stable, clearly failing, or out of windows."""
+        return self.stable or self.early_fail or len(self.windows) >= self.max_windows
+
+    @property
+    def intervals_needed(self) -> int:
+        """Intervals of the longest probe: warm-up and every window."""
+        return self.warmup_intervals + self.max_windows * self.window_intervals
+
+    def add_interval(self, bucket: Bucket) -> None:
+        """Take the next record interval's bucket (all stages, all generators merged)."""
+        if self.done:
+            return
+        self._intervals += 1
+        if self._intervals <= self.warmup_intervals:
+            return  # the transient: discarded
+        self._current.merge(bucket)
+        if (self._intervals - self.warmup_intervals) % self.window_intervals:
+            return
+        self.windows.append(Window(self._current, self.window_intervals * self.interval))
+        self._current = Bucket()
+        self._decide()
+
+    def _decide(self) -> None:
+        last = self.windows[-STABLE_WINDOWS:]
+        if len(last) == STABLE_WINDOWS:
+            self.stable = agree([w.p99_ms for w in last], self.tolerance) and agree(
+                [w.throughput for w in last], self.tolerance
+            )
+        if not self.stable and len(self.windows) >= EARLY_FAIL_WINDOWS:
+            self.early_fail = all(self._clearly_fails(w) for w in self.windows)
+
+    def _clearly_fails(self, window: Window) -> bool:
+        b = window.bucket
+        if evaluate(self.slo, window.p99_ms, b.completed + b.error_count, b.completed, b.dropped).met:
+            return False
+        p99 = window.p99_ms
+        bound = self.slo.p99_ms
+        return bound is None or p99 is None or p99 > bound * (1 + self.tolerance)
+
+    def judged(self) -> Bucket:
+        """Everything measured after the warm-up, merged."""
+        out = Bucket()
+        for w in self.windows:
+            out.merge(w.bucket)
+        return out
+
+    def verdict(self, rate: float) -> Probe:
+        """The probe's verdict on all its windows (``start_s``/``end_s`` left for the caller)."""
+        b = self.judged()
+        p99 = percentile_ms(b.latency, 99.0)
+        latency = b.latency
+        # the requests that ended in the windows: a window's sends end partly in the next one
+        ended = b.completed + b.error_count
+        verdict = evaluate(
+            self.slo, p99, ended, b.completed, b.dropped, latency_at=lambda q: percentile_ms(latency, q)
+        )
+        offered = ended + b.dropped
+        if not self.windows:
+            how = "no window measured"
+        elif self.early_fail:
+            how = f"every one of {len(self.windows)} windows fails the SLO: overloaded"
+        elif self.stable:
+            how = f"stable after {len(self.windows)} windows"
+        else:
+            how = f"unstable: the last {STABLE_WINDOWS} of {len(self.windows)} windows never agreed within " \
+                  f"{self.tolerance:.0%}, judged on all of them"  # fmt: skip
+        return Probe(
+            rps=rate,
+            met=verdict.met and bool(self.windows),
+            p99_ms=p99,
+            service_rate=b.completed / offered if offered else None,
+            message=f"{verdict.message}; {b.completed} samples, {how}",
+            samples=b.completed,
+            stable=self.stable,
+            windows=tuple(w.to_json() for w in self.windows),
+        )
 
 
 def search(probe: Callable[[float], Probe], min_rps: float, max_rps: float, precision: float) -> Search:
@@ -184,11 +349,35 @@ class CapacityRun(Run):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop_event.wait(), seconds)
 
+    def window_intervals(self) -> int:
+        """Record intervals per measurement window: ``probe_duration / 3``, at least one."""
+        c = self.config
+        return max(1, round(c.probe_duration / STABLE_WINDOWS / c.interval))
+
+    def warmup_intervals(self) -> int:
+        """Record intervals of warm-up before a probe's windows (default: one window)."""
+        c = self.config
+        return self.window_intervals() if c.warmup is None else math.ceil(c.warmup / c.interval - 1e-9)
+
+    def probe_limit_s(self) -> float:
+        """The longest a probe sends: warm-up and ``max_windows`` windows."""
+        c = self.config
+        return (self.warmup_intervals() + c.max_windows * self.window_intervals()) * c.interval
+
     async def _probe(self, rate: float) -> Probe | None:
         """One constant-rate probe; ``None`` when the search was stopped during it."""
         c = self.config
         index = len(self._stages)
-        stage = Stage(rps=rate, duration=f"{c.probe_duration:.6f}s")
+        windows = Windows(
+            self.slo,
+            interval=c.interval,
+            warmup_intervals=self.warmup_intervals(),
+            window_intervals=self.window_intervals(),
+            tolerance=c.tolerance,
+            max_windows=c.max_windows,
+        )
+        limit = self.probe_limit_s()
+        stage = Stage(rps=rate, duration=f"{limit:.6f}s")
         self._stages.append(stage)
         self.plan = RatePlan(self._stages, loop=False, end=math.inf)
         self.plan.override = 0.0
@@ -201,7 +390,7 @@ class CapacityRun(Run):
             input_name=c.input_name,
             stages=[stage],
             loop=False,
-            end=c.probe_duration,
+            end=limit,
             arrival=c.arrival,
             seed=None if c.seed is None else c.seed + index,
             timeout=c.timeout,
@@ -210,7 +399,29 @@ class CapacityRun(Run):
             cpus=c.worker_cpus,
         )
 
+        offset = self._next_index  # set again once the start time is known
+        pending: dict[int, list[Snapshot]] = {}
+        next_interval = 0
+
+        def measure(snap: Snapshot) -> None:
+            # the probe's own intervals, merged over generators, in order, into its windows
+            nonlocal next_interval
+            pending.setdefault(snap.index, []).append(snap)
+            while len(pending.get(next_interval, ())) >= c.processes or (
+                pending.get(next_interval) and any(s.final for s in pending[next_interval])
+            ):
+                merged = Bucket()
+                for part in pending.pop(next_interval):
+                    for b in part.buckets.values():
+                        merged.merge(b)
+                next_interval += 1
+                if not windows.done:
+                    windows.add_interval(merged)
+                    if windows.done:  # not from inside the pipe's reader callback: from the loop
+                        asyncio.get_running_loop().call_soon(group.stop)
+
         def sink(worker: int, snap: Snapshot) -> None:
+            measure(snap)
             snap.index += offset
             snap.buckets = {index + k: b for k, b in snap.buckets.items()}
             self._next_index = max(self._next_index, snap.index + 1)
@@ -234,26 +445,7 @@ class CapacityRun(Run):
             self.plan.override = 0.0
         if self._stop_requested:
             return None
-        bucket = self.recorder.stages.get(index)
-        sent = bucket.sent if bucket else 0
-        completed = bucket.completed if bucket else 0
-        dropped = bucket.dropped if bucket else 0
-        p99 = percentile_ms(bucket.latency, 99.0) if bucket else None
-        latency = bucket.latency if bucket else None
-        verdict = evaluate(
-            self.slo, p99, sent, completed, dropped,
-            latency_at=lambda q: None if latency is None else percentile_ms(latency, q),
-        )  # fmt: skip
-        offered = sent + dropped
-        return Probe(
-            rps=rate,
-            met=verdict.met,
-            p99_ms=p99,
-            service_rate=completed / offered if offered else None,
-            message=verdict.message,
-            start_s=start_s,
-            end_s=time.monotonic() - self.t0,
-        )
+        return replace(windows.verdict(rate), start_s=start_s, end_s=time.monotonic() - self.t0)
 
     def _announce(self, probe: Probe) -> None:
         if self.config.quiet:
@@ -275,7 +467,7 @@ class CapacityRun(Run):
         if self.phase is not Phase.RUNNING or not self._stages or self._probe_started is None:
             return None
         index = len(self._stages) - 1
-        ends = self._probe_started + timedelta(seconds=self.config.probe_duration)
+        ends = self._probe_started + timedelta(seconds=self.probe_limit_s())  # at the latest
         return {"index": index, "rps": self._stages[index].end_rps, "endsAt": iso(ends)}
 
     def stage_elapsed(self) -> float | None:
@@ -294,6 +486,14 @@ class CapacityRun(Run):
         ``capacity``; ``slo.met`` says whether a capacity (>= min-rps) was found."""
         out = super().summary()
         cap = self.search.to_json()
+        c = self.config
+        cap.update(
+            windowS=round(self.window_intervals() * c.interval, 3),
+            warmupS=round(self.warmup_intervals() * c.interval, 3),
+            tolerance=c.tolerance,
+            maxWindows=c.max_windows,
+            stableWindows=STABLE_WINDOWS,
+        )
         out["mode"] = "capacity"
         out["capacity"] = cap
         out["slo"]["met"] = cap["rps"] is not None

@@ -151,6 +151,7 @@ class Generator:
         self._clients = 0
         self._clients_target = 0
         self._ending = False
+        self._closed = self.plan.closed
         self._span = self.plan.span(0.0)
 
     # -- control ----------------------------------------------------------------------------------
@@ -346,17 +347,19 @@ class Generator:
         now: float,
     ) -> None:
         bucket = self._buckets_get(stage)
+        closed = self._closed
         if error is None:
             bucket.completed += 1
             record_seconds(bucket.latency, now - due)
-            record_seconds(bucket.service, now - sent)
             bucket.latency_sum += now - due
-            bucket.service_sum += now - sent
+            if not closed:  # closed loop: due is the send, the service time is the latency (see _flush)
+                record_seconds(bucket.service, now - sent)
+                bucket.service_sum += now - sent
             if timing:
                 bucket.record_server_timing(timing)
         else:
             bucket.errors[error] += 1
-        if self.plan.closed and not self._ending:
+        if closed and not self._ending:
             self._after_response(error)
         if self._drained is not None and self.pool.in_flight == 0:
             self._drained.set()
@@ -378,6 +381,10 @@ class Generator:
 
     def _flush(self, duration: float, *, final: bool) -> None:
         buckets, self._buckets = self._buckets, {}
+        if self._closed:
+            for bucket in buckets.values():  # one histogram per response on the hot path, copied here
+                bucket.service.add(bucket.latency)
+                bucket.service_sum = bucket.latency_sum
         rel = time.monotonic() - self._t0
         target = 0.0 if self._stopped or math.isinf(rel) else self.plan.rate(rel)
         clients = 0 if self._stopped or self._ending or not self.plan.closed else self.plan.clients(rel)

@@ -228,9 +228,20 @@ class ProcessGroup:
                 proc.join(timeout=5)
                 if proc.is_alive():
                     proc.kill()
+            self._close_pipes()
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
+
+    def _close_pipes(self) -> None:
+        """Close the pipes now: left to the garbage collector, a pipe would close its descriptor number
+        whenever it is collected, by then perhaps reused by the next group's pipe (capacity mode starts
+        one group per probe) or a results file."""
+        loop = asyncio.get_running_loop()
+        for conn in self._conns:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(conn.fileno())
+            conn.close()
 
     def _send_all(self, message: tuple[Any, ...]) -> None:
         for i, conn in enumerate(self._conns):

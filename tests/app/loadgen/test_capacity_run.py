@@ -53,6 +53,7 @@ async def test_the_search_finds_a_capacity_and_writes_one_stage_per_probe(single
     proc = await asyncio.create_subprocess_exec(
         KINFER, "loadgen", single.url(), "--mode", "capacity", "--slo-p99-ms", "100", "--min-rps", "10",
         "--max-rps", "160", "--probe-duration", "1", "--precision", "0.5", "--arrival", "uniform",
+        "--interval", "0.5", "--max-windows", "3",
         "--output", str(tmp_path), "--control-port", "0", "--control-host", "127.0.0.1",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -84,7 +85,8 @@ async def test_the_search_finds_a_capacity_and_writes_one_stage_per_probe(single
     assert [p["rps"] for p in probes[:4]] == [10.0, 20.0, 40.0, 80.0]
     assert probes[0]["met"] and not probes[3]["met"] and probes[3]["p99Ms"] > 100
     assert 10 <= cap["rps"] < 80 and cap["p99Ms"] <= 100
-    assert all(set(p) >= {"rps", "p99Ms", "serviceRate"} for p in probes)
+    assert all(set(p) >= {"rps", "p99Ms", "serviceRate", "samples", "stable", "windows"} for p in probes)
+    assert all(p["samples"] > 0 and 1 <= len(p["windows"]) <= 3 for p in probes)
     assert summary["slo"] == {"p99Ms": 100.0, "minSuccessRate": None, "met": True,
                               "successRate": summary["successRate"],
                               "message": f"capacity {cap['rps']:g} rps at p99 {cap['p99Ms']} ms"}  # fmt: skip
@@ -102,8 +104,8 @@ async def test_the_search_finds_a_capacity_and_writes_one_stage_per_probe(single
 
 async def test_stop_ends_the_search_keeping_the_probes_done(single: SingleServer, tmp_path: Path) -> None:
     args = [single.url(), "--mode", "capacity", "--slo-p99-ms", "100", "--min-rps", "5", "--max-rps", "40",
-            "--probe-duration", "1", "--control-port", "0", "--control-host", "127.0.0.1", "--quiet",
-            "--output", str(tmp_path)]  # fmt: skip
+            "--probe-duration", "1", "--max-windows", "3", "--control-port", "0", "--control-host", "127.0.0.1",
+            "--quiet", "--output", str(tmp_path)]  # fmt: skip
     run = CapacityRun(build_config(parse(args)), in_process=True)
     task: asyncio.Task[Run] = asyncio.create_task(serve(run))
     await eventually(lambda: len(run.search.probes) == 1, within=20)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from kinfer.loadgen.capacity import Probe, Search, search
+from kinfer.api.loadexperiment import SLO
+from kinfer.loadgen.capacity import Probe, Search, Windows, search
 from kinfer.loadgen.cli import parse
 from kinfer.loadgen.config import ConfigError, LoadgenConfig, build_config
+from kinfer.loadgen.stats import Bucket, record_seconds
 
 
 def threshold(limit: float) -> tuple[list[float], Callable[[float], Probe]]:
@@ -100,3 +103,67 @@ def test_bad_capacity_input_is_one_line(argv: list[str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle) as info:
         _config(*argv)
     assert "\n" not in str(info.value)
+
+
+def _interval(latencies_ms: list[float], errors: int = 0) -> Bucket:
+    b = Bucket(sent=len(latencies_ms) + errors, completed=len(latencies_ms))
+    b.errors["http_500"] = errors
+    for ms in latencies_ms:
+        record_seconds(b.latency, ms / 1000)
+    return b
+
+
+def _windows(**kw: Any) -> Windows:
+    args: dict[str, Any] = {"interval": 1.0, "warmup_intervals": 1, "window_intervals": 1, "tolerance": 0.1,
+                            "max_windows": 6} | kw  # fmt: skip
+    return Windows(SLO(p99_ms=50.0), **args)
+
+
+def test_the_warmup_is_discarded_and_three_agreeing_windows_make_a_probe_stable() -> None:
+    w = _windows()
+    w.add_interval(_interval([900.0] * 100))  # the transient: far over the bound, and not counted
+    for _ in range(2):
+        w.add_interval(_interval([10.0] * 100))
+        assert not w.done
+    w.add_interval(_interval([10.5] * 100))
+    assert w.done and w.stable and len(w.windows) == 3
+    probe = w.verdict(40.0)
+    assert probe.met and probe.stable and probe.samples == 300
+    assert probe.p99_ms is not None and probe.p99_ms < 11
+    assert [x["samples"] for x in probe.windows] == [100, 100, 100]
+    assert "stable after 3 windows" in probe.message
+
+
+def test_windows_that_never_agree_end_at_max_windows_judged_on_all_of_them() -> None:
+    w = _windows(warmup_intervals=0, max_windows=4)
+    for p99 in (10.0, 30.0, 10.0, 30.0):
+        w.add_interval(_interval([5.0] * 97 + [p99] * 3))
+    assert w.done and not w.stable and not w.early_fail
+    probe = w.verdict(40.0)
+    assert probe.met and probe.stable is False and probe.samples == 400
+    assert "unstable" in probe.message and "judged on all of them" in probe.message
+
+
+def test_a_probe_whose_windows_all_fail_clearly_stops_after_two() -> None:
+    w = _windows(warmup_intervals=0)
+    w.add_interval(_interval([100.0] * 50))
+    assert not w.done
+    w.add_interval(_interval([200.0] * 50))
+    assert w.done and w.early_fail
+    probe = w.verdict(99.0)
+    assert not probe.met and "overloaded" in probe.message
+
+
+def test_windows_span_whole_intervals_and_failures_count_against_the_verdict() -> None:
+    w = _windows(warmup_intervals=0, window_intervals=2, max_windows=3)
+    for _ in range(6):
+        w.add_interval(_interval([5.0] * 50, errors=2))  # 2 of 52 fail: 3.8 % > the 1 % a p99 leaves
+    assert len(w.windows) == 3 and w.windows[0].seconds == 2.0 and w.windows[0].throughput == 50.0
+    assert not w.verdict(52.0).met
+    # sends still in flight at a window's end are not failures: only the requests that ended count
+    late = _windows(warmup_intervals=0, max_windows=3)
+    for _ in range(3):
+        bucket = _interval([5.0] * 50)
+        bucket.sent += 3
+        late.add_interval(bucket)
+    assert late.verdict(53.0).met
