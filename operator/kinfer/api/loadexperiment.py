@@ -73,7 +73,11 @@ class CapacitySearch(Model):
 
     min_rps: float = Field(default=1.0, gt=0, description="Lowest rate probed.")
     max_rps: float = Field(default=1000.0, gt=0, description="Highest rate probed.")
-    probe_duration: Duration = Field(default="10s", description="How long each probe runs.")
+    probe_duration: Duration = Field(
+        default="10s",
+        description="A probe's measurement: 3 windows of probeDuration/3 after the warm-up, more (up to "
+        "maxWindows) while they disagree.",
+    )
     precision: float = Field(
         default=0.05, gt=0, lt=1, description="Stop when the bracket is narrower than this fraction."
     )

@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--mode", choices=["schedule", "capacity"], help="default schedule")
     cap.add_argument("--min-rps", type=float, help="lowest rate probed (default 1)")
     cap.add_argument("--max-rps", type=float, help="highest rate probed (default 1000)")
-    cap.add_argument("--probe-duration", help="length of each probe: seconds or 10s/2m (default 10s)")
+    cap.add_argument("--probe-duration", help="a probe's measurement, 3 windows of a third of it, after the "
+                     "warm-up, more while they disagree: seconds or 10s/2m (default 10s)")  # fmt: skip
     cap.add_argument("--precision", type=float, help="stop when (hi - lo) / hi < this (default 0.05)")
     cap.add_argument("--warmup", help="sending discarded before a probe's windows (default one window)")
     cap.add_argument("--tolerance", type=float, help="3 windows agree within this fraction (default 0.1)")
