@@ -33,7 +33,7 @@ from kinfer.server.errors import (
     ServerError,
 )
 from kinfer.server.metrics import ServerMetrics
-from kinfer.server.middleware import MetricsMiddleware, add_stage
+from kinfer.server.middleware import BATCH_KEY, MetricsMiddleware, add_stage
 from kinfer.server.modelspec import ModelSpec
 from kinfer.server.preprocess import decode_image, image_size
 from kinfer.server.runtime import BackendFactory, ModelRuntime
@@ -174,6 +174,7 @@ def create_app(
     # the request's own path is kept short (the WSGI environ taken once, not through ``request`` per stage).
     def run_rows(rows: NDArray[np.generic], environ: dict[str, Any]) -> BatchResult:
         result = rt.infer(rows)
+        environ[BATCH_KEY] = result.batch_size
         add_stage(environ, "queue", result.queue_s)
         add_stage(environ, "infer", result.infer_s)
         return result

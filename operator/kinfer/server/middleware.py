@@ -23,6 +23,8 @@ from kinfer.server.metrics import ServerMetrics, server_timing
 
 #: The ``environ`` key of the request's stage times (stage name -> seconds).
 STAGES_KEY = "kinfer.stages"
+#: The ``environ`` key of the number of images (rows) in the model call that served the request.
+BATCH_KEY = "kinfer.batch"
 #: The route label of requests that matched no route (404, 405 before routing).
 UNMATCHED = "<unmatched>"
 
@@ -74,7 +76,11 @@ class _Exchange:
 
         Flask calls it while the request is still current (its context is popped, and the request's
         ``environ`` entry cleared, only afterwards), so this is where the matched route is read."""
-        headers.append(("Server-Timing", server_timing(self.stages)))
+        timing = server_timing(self.stages)
+        batch = self.environ.get(BATCH_KEY, 1)
+        if batch > 1:  # a client batch or a dynamic batch: the model call's images (no duration: a count)
+            timing += f', batch;desc="{batch}"'
+        headers.append(("Server-Timing", timing))
         self.code = int(status[:3])
         self.route = route_of(self.environ)
         self.seconds = time.perf_counter() - self.started
