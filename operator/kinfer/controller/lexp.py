@@ -220,6 +220,7 @@ class Experiment:
         targets = control_targets(pods, lexp.spec.control_port)
         urls = list(targets.values())
         self.state.urls = urls
+        self.rt.generators[(self.ns, self.name)] = (urls, self.gens.token)
         several = lexp.spec.parallelism > 1  # exact merging needs each pod's histograms
         results = await asyncio.gather(*(self.gens.status(u, several) for u in urls), return_exceptions=True)
         snapshots = [r for r in results if isinstance(r, dict)]
@@ -357,6 +358,7 @@ class Experiment:
         await self.patch(status)
         event(self.raw, reason=phase.value, message=f"experiment {phase.value.lower()}: {verdict.message}")
         self.rt.metrics.forget_experiment(self.ns, self.name)
+        self.rt.generators.pop((self.ns, self.name), None)
         for url in self.state.urls:  # the second stop ends the generator's linger: the Job completes
             with contextlib.suppress(Unreachable):
                 await self.gens.stop(url)
@@ -461,13 +463,18 @@ async def on_intensity(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> 
     lexp = parse(plain(body))
     if Phase.of((body.get("status") or {}).get("phase")) is not Phase.RUNNING:
         return  # the daemon applies it when the generator first answers
-    uid = lexp.metadata.uid
-    job = await rt.kube.get_owned(JOB, lexp.namespace, build.job_name(lexp.name), uid)
-    pods = await generator_pods(rt, lexp.namespace, lexp.name, job)
-    secret = await rt.kube.get_owned(SECRET, lexp.namespace, build.control_secret_name(lexp.name), uid)
+    known = rt.generators.get((lexp.namespace, lexp.name))
+    if known is not None and known[0]:
+        urls, token = known
+    else:  # the daemon has not seen them yet (or this operator just started): ask the API
+        uid = lexp.metadata.uid
+        job = await rt.kube.get_owned(JOB, lexp.namespace, build.job_name(lexp.name), uid)
+        pods = await generator_pods(rt, lexp.namespace, lexp.name, job)
+        secret = await rt.kube.get_owned(SECRET, lexp.namespace, build.control_secret_name(lexp.name), uid)
+        urls, token = control_urls(pods, lexp.spec.control_port), build.secret_token(secret) if secret else None
     want = None if new is None else build.share(float(new), lexp.spec.parallelism)
-    async with Generators(build.secret_token(secret) if secret else None) as gens:
-        for url in control_urls(pods, lexp.spec.control_port):
+    async with Generators(token) as gens:
+        for url in urls:
             try:
                 await gens.set_intensity(url, want)
             except Unreachable as exc:
@@ -483,3 +490,4 @@ async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
     rt.metrics.forget_experiment(ns, name)
     rt.backoff.reset((ns, name))
+    rt.generators.pop((ns, name), None)

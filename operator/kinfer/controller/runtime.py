@@ -67,6 +67,9 @@ class Runtime:
     """The ``/healthz`` + ``/metrics`` server (an aiohttp runner), once started."""
     reconciled: dict[tuple[str, str], float] = field(default_factory=dict)
     """Loop time of each InferenceService's last reconcile (the resync timer's clock)."""
+    generators: dict[tuple[str, str], tuple[list[str], str | None]] = field(default_factory=dict)
+    """Each running experiment's generator control URLs and token, as its daemon last saw them: a rate
+    change is pushed at once, without reading them from the API again."""
 
     def __post_init__(self) -> None:
         self.backoff.cap_s = self.settings.max_backoff_s
