@@ -12,7 +12,7 @@ from typing import Any
 
 from kinfer import histograms
 from kinfer.api.loadexperiment import RECORD_COLUMNS, SLO
-from kinfer.api.slo import Verdict, capacity_verdict, evaluate
+from kinfer.api.slo import Verdict, capacity_verdict, evaluate, latency_from_summary
 
 _SUMS = ("targetRPS", "realRPS", "realQPS", "errors", "dropped", "avgRPS", "avgQPS")
 _MAXES = ("p50Ms", "p99Ms", "maxMs", "avg99thMs")
@@ -205,7 +205,9 @@ def verdict(slo: SLO | None, snapshot: Mapping[str, Any]) -> Verdict:
         return capacity_verdict(capacity)
     totals = snapshot.get("totals") or snapshot
     sent, dropped, completed = (int(totals.get(k) or 0) for k in ("sent", "dropped", "completed"))
-    return evaluate(slo, whole_run_p99(snapshot), sent, completed, dropped)
+    latency = snapshot.get("latencyMs")
+    at = latency_from_summary(latency) if isinstance(latency, Mapping) else None
+    return evaluate(slo, whole_run_p99(snapshot), sent, completed, dropped, latency_at=at)
 
 
 def summary(snapshot: Mapping[str, Any], slo: SLO | None, url: str | None) -> dict[str, Any]:
@@ -225,5 +227,7 @@ def summary(snapshot: Mapping[str, Any], slo: SLO | None, url: str | None) -> di
             "p99Ms": slo.p99_ms if slo else None,
             "minSuccessRate": slo.min_success_rate if slo else None,
             "met": v.met,
+            "successRate": v.success_rate,
+            "message": v.message,
         },
     }

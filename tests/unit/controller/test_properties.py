@@ -107,3 +107,20 @@ def test_the_merged_status_never_reports_more_completions_than_sends(parts: list
     assert status["completed"] <= status["sent"]
     if any(p["phase"] == "Failed" for p in parts):
         assert merged["phase"] == "Failed"
+
+
+def test_the_operators_verdict_counts_failures_against_the_latency_objective() -> None:
+    from kinfer.api.loadexperiment import SLO
+
+    ok = {"sent": 1000, "completed": 1000, "dropped": 0, "latencyMs": {"p50": 2, "p99": 5, "p999": 50, "max": 80}}
+    assert lexp_status.verdict(SLO(p99_ms=10), ok).met
+    # 0.5 % failed: the p99 of all offered requests is the successes' 99.5th percentile (<= p999 = 50 ms).
+    some = {**ok, "completed": 995}
+    verdict = lexp_status.verdict(SLO(p99_ms=10), some)
+    assert not verdict.met and "p99 50.0 ms > 10 ms" in verdict.message
+    # 99 % failed: never met, whatever the few successes' p99 was.
+    most = {**ok, "completed": 10}
+    assert not lexp_status.verdict(SLO(p99_ms=100), most).met
+    summary = lexp_status.summary(most, SLO(p99_ms=100), "http://x")
+    assert summary["slo"]["successRate"] == 0.01
+    assert "success rate 1.00% (10 of 1000 offered)" in summary["slo"]["message"]
