@@ -1,0 +1,380 @@
+"""``kinfer serve`` side by side with the model servers users would pick instead, in one run. Run by
+``make bench-peers-servers`` (which installs the peers first) or by hand::
+
+    .venv/bin/python tests/perf/bench_peer_servers.py [--servers kinfer,fastapi,mlserver,kserve]
+        [--model .demo/ssdlite-person] [--probe-s 10] [--out results/bench-peers]
+
+The same ONNX person detector (``kinfer model build ssdlite-person``) behind every server, two worker
+processes each, one ONNX Runtime thread per worker, the same decoder and the same ONNX Runtime call
+(tests/perf/peers/detector.py; kinfer uses its own backend, which makes that call with the same
+options). Each server gets the image through its natural path: the JPEG as the body of
+``POST /predict`` (kinfer, FastAPI), the Open Inference Protocol's JSON with one base64 BYTES input
+(MLServer, KServe). All servers run at once; every measure takes them in turns (so that a shared
+machine's drift reaches them alike):
+
+* **capacity**: the highest rate with p99 <= 100 ms and >= 99 % success, driven open loop by
+  ``kinfer loadgen`` (Poisson, latency from the scheduled send), doubling then bisecting, the
+  searches in lockstep;
+* **overhead**: one request at a time over a keep-alive socket, round trip minus the bare model call
+  (the ONNX Runtime call alone, timed in this process) and minus decode + call, medians over
+  interleaved rounds;
+* **memory**: proportional set size (PSS: shared pages split among the processes that map them) of the
+  server's whole process tree, divided by its worker count, after the runs.
+
+Raw outputs go to ``--out``/servers; the table to stdout and ``--out``/servers.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+PEERS = Path(os.environ.get("PEERS_DIR", ROOT / ".peers"))
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE / "peers"))
+
+from bench_loadgen import free_port  # noqa: E402
+from bench_server import RawClient  # noqa: E402
+
+KINFER = [sys.executable, "-m", "kinfer.cli"]
+WORKERS = 2
+SLO_MS = 100.0
+
+
+@dataclass
+class Peer:
+    name: str
+    #: raw: the JPEG as the body of POST /predict; v2: Open Inference Protocol JSON
+    protocol: str
+    path: str
+    start: Callable[[int, Path, Path], list[str]]
+    venv: Path | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def _env(peer: Peer, model: Path) -> dict[str, str]:
+    env = {**os.environ, "KINFER_PEER_MODEL": str(model),
+           "PYTHONPATH": os.pathsep.join([str(HERE / "peers"), str(ROOT / "operator")])}  # fmt: skip
+    if peer.venv is not None:
+        env["PATH"] = f"{peer.venv / 'bin'}{os.pathsep}{env['PATH']}"
+        env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+def kinfer_cmd(port: int, model: Path, work: Path) -> list[str]:
+    return [*KINFER, "serve", "--model", str(model), "--format", "onnx", "--workers", str(WORKERS), "--threads", "1",
+            "--intra-op-threads", "1", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+
+
+def fastapi_cmd(port: int, model: Path, work: Path) -> list[str]:
+    return [str(PEERS / "fastapi" / "bin" / "uvicorn"), "fastapi_app:app", "--workers", str(WORKERS), "--host",
+            "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+
+
+def mlserver_cmd(port: int, model: Path, work: Path) -> list[str]:
+    root = work / "mlserver"
+    (root / "person").mkdir(parents=True, exist_ok=True)
+    settings = {"http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), "host": "127.0.0.1",
+                "parallel_workers": WORKERS, "debug": False}  # fmt: skip
+    (root / "settings.json").write_text(json.dumps(settings))
+    (root / "person" / "model-settings.json").write_text(
+        json.dumps({"name": "person", "implementation": "mlserver_app.PersonDetector"})
+    )
+    return [str(PEERS / "mlserver" / "bin" / "mlserver"), "start", str(root)]
+
+
+def kserve_cmd(port: int, model: Path, work: Path) -> list[str]:
+    return [str(PEERS / "kserve" / "bin" / "python"), str(HERE / "peers" / "kserve_app.py"), "--http_port", str(port),
+            "--grpc_port", str(free_port()), "--workers", str(WORKERS)]  # fmt: skip
+
+
+PEER_LIST = [
+    Peer("kinfer", "raw", "/predict", kinfer_cmd),
+    Peer("fastapi", "raw", "/predict", fastapi_cmd, PEERS / "fastapi"),
+    Peer("mlserver", "v2", "/v2/models/person/infer", mlserver_cmd, PEERS / "mlserver"),
+    Peer("kserve", "v2", "/v2/models/person/infer", kserve_cmd, PEERS / "kserve"),
+]
+#: peers installed (tests/perf/peers/install.sh) with no adapter here yet
+NO_ADAPTER = {
+    "bentoml": "installed; adapter not written yet",
+    "rayserve": "installed; adapter not written yet",
+    "torchserve": "installed; adapter not written yet",
+}
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def body_for(protocol: str, jpeg: bytes) -> tuple[bytes, str]:
+    if protocol == "raw":
+        return jpeg, "image/jpeg"
+    request = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                           "data": [base64.b64encode(jpeg).decode("ascii")]}]}  # fmt: skip
+    return json.dumps(request, separators=(",", ":")).encode(), "application/json"
+
+
+def raw_request(url: str, path: str, body: bytes, content_type: str) -> bytes:
+    host = url.split("//", 1)[1]
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")  # fmt: skip
+    return head.encode() + body
+
+
+class Running:
+    """One peer's server process on a free loopback port; ready once a real request answers 200."""
+
+    def __init__(self, peer: Peer, model: Path, work: Path, out: Path, jpeg: bytes) -> None:
+        self.peer = peer
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = out / f"{peer.name}-server.log"
+        self.log = self.log_path.open("w")
+        cmd = peer.start(self.port, model, work)
+        self.log.write(f"$ {' '.join(cmd)}\n")
+        self.log.flush()
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=_env(peer, model),
+                                     cwd=str(HERE / "peers"), start_new_session=True)  # fmt: skip
+        body, ctype = body_for(peer.protocol, jpeg)
+        self.raw = raw_request(self.url, peer.path, body, ctype)
+        self.ready_s = self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 240) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exited with {self.proc.returncode}: {self.tail()}")
+            try:
+                client = RawClient(self.url)
+                _, head = client.request(self.raw)
+                client.close()
+                if head.startswith(b"HTTP/1.1 200"):
+                    # every worker: a few more requests, then the answer counts
+                    for _ in range(4 * WORKERS):
+                        client.request(self.raw)
+                    client.close()
+                    return time.monotonic() - t0
+            except (OSError, RuntimeError):
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"not ready after {timeout:g} s: {self.tail()}")
+
+    def tail(self) -> str:
+        return self.log_path.read_text()[-1500:]
+
+    def memory(self) -> dict[str, Any]:
+        root = psutil.Process(self.proc.pid)
+        procs = [root, *root.children(recursive=True)]
+        pss = rss = 0
+        rows = []
+        for p in procs:
+            try:
+                info = p.memory_full_info()
+            except psutil.Error:
+                continue
+            pss += info.pss
+            rss += info.rss
+            rows.append({"pid": p.pid, "cmd": " ".join(p.cmdline())[:100], "pssMiB": round(info.pss / 2**20, 1)})
+        mib = 2**20
+        return {"processes": len(rows), "totalPssMiB": round(pss / mib, 1),
+                "pssPerWorkerMiB": round(pss / mib / WORKERS, 1), "totalRssMiB": round(rss / mib, 1),
+                "byProcess": rows}  # fmt: skip
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(30)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+
+def probe(server: Running, jpeg_path: Path, rps: float, seconds: float, raw_dir: Path) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [*KINFER, "loadgen", server.url + server.peer.path, "--method", "POST", "--payload",
+               f"file:{jpeg_path}", "--protocol", server.peer.protocol, "--input-name", "image", "--rps", f"{rps:g}",
+               "--duration", f"{seconds:g}", "--output", out, "--quiet", "--timeout-ms", "5000",
+               "--control-port", "-1"]  # fmt: skip
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        summary = json.loads((Path(out) / "summary.json").read_text())
+    (raw_dir / f"{server.peer.name}-probe-{rps:g}.json").write_text(json.dumps(summary, indent=1))
+    sent = max(1, summary["sent"])
+    return {"rps": rps, "p99": float(summary["latencyMs"]["p99"]), "sr": summary["completed"] / sent,
+            "errors": summary["errors"]}  # fmt: skip
+
+
+class Search:
+    """Highest rate meeting p99 <= SLO with >= 99 % success: double from ``start``, then bisect."""
+
+    def __init__(self, start: float, bisections: int) -> None:
+        self.good, self.bad, self.rate, self.left = 0.0, None, start, bisections
+        self.probes: list[dict[str, float]] = []
+
+    @property
+    def done(self) -> bool:
+        return self.bad is not None and self.left == 0
+
+    def record(self, r: dict[str, float]) -> None:
+        self.probes.append(r)
+        ok = r["p99"] <= SLO_MS and r["sr"] >= 0.99
+        if self.bad is None:
+            if ok:
+                self.good, self.rate = self.rate, self.rate * 2
+                return
+            self.bad = self.rate
+        else:
+            self.left -= 1
+            self.good, self.bad = (self.rate, self.bad) if ok else (self.good, self.rate)
+        self.rate = round((self.good + self.bad) / 2, 1)
+
+
+def overhead(servers: dict[str, Running], model: Path, jpeg: bytes, rounds: int, n: int) -> dict[str, Any]:
+    from detector import Detector
+
+    det = Detector(model)
+    row = det.row(jpeg)
+    # the bare call and decode + call take their turns among the servers, pair by pair like them, so
+    # that the machine's drift reaches them alike
+    calls = {"(bare call)": lambda: det.run(row), "(decode + call)": lambda: det(jpeg)}
+    trips: dict[str, list[list[float]]] = {name: [] for name in [*calls, *servers]}
+    clients = {name: RawClient(s.url) for name, s in servers.items()}
+    for r in range(rounds):
+        names = list(trips)
+        names = names[r % len(names) :] + names[: r % len(names)]
+        got: dict[str, list[float]] = {name: [] for name in names}
+        for i in range(n + 2):
+            for name in names:
+                if name in calls:
+                    t0 = time.perf_counter()
+                    calls[name]()
+                    ms = (time.perf_counter() - t0) * 1000
+                else:
+                    client = clients[name]
+                    client.request(servers[name].raw)  # the pair's first: it follows the other targets' turns
+                    ms, head = client.request(servers[name].raw)
+                    if not head.startswith(b"HTTP/1.1 200"):
+                        raise RuntimeError(f"{name}: {head[:200]!r}")
+                if i >= 2:
+                    got[name].append(ms)
+        for name in names:
+            trips[name].append(got[name])
+        log(f"  overhead round {r + 1}/{rounds}: "
+            + ", ".join(f"{name} {statistics.median(got[name]):.2f} ms" for name in trips))  # fmt: skip
+    for client in clients.values():
+        client.close()
+    by_round = {name: [statistics.median(rnd) for rnd in rnds] for name, rnds in trips.items()}
+    bare_ms = statistics.median(ms for rnd in trips["(bare call)"] for ms in rnd)
+    work_ms = statistics.median(ms for rnd in trips["(decode + call)"] for ms in rnd)
+    out: dict[str, Any] = {"bareCallMs": bare_ms, "decodeAndCallMs": work_ms, "rounds": rounds, "perRound": n}
+    for name in servers:
+        rt = statistics.median(ms for rnd in trips[name] for ms in rnd)
+        # paired round by round with the in-process calls: the machine's drift cancels
+        over_bare = [a - b for a, b in zip(by_round[name], by_round["(bare call)"], strict=True)]
+        over_work = [a - b for a, b in zip(by_round[name], by_round["(decode + call)"], strict=True)]
+        out[name] = {"roundTripMs": rt, "overBareCallMs": statistics.median(over_bare),
+                     "overDecodeAndCallMs": statistics.median(over_work),
+                     "byRoundMs": [round(ms, 3) for ms in by_round[name]]}  # fmt: skip
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--servers", default=",".join(p.name for p in PEER_LIST))
+    parser.add_argument("--model", type=Path, default=ROOT / ".demo" / "ssdlite-person")
+    parser.add_argument("--probe-s", type=float, default=10.0)
+    parser.add_argument("--start-rps", type=float, default=8.0)
+    parser.add_argument("--bisections", type=int, default=2)
+    parser.add_argument("--overhead-rounds", type=int, default=5)
+    parser.add_argument("--skip", default="", help="comma list of: capacity,overhead")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench-peers")
+    args = parser.parse_args()
+    out = args.out / "servers"
+    out.mkdir(parents=True, exist_ok=True)
+    model = args.model.resolve()
+    jpeg_path = model / "dataset" / "astronaut.jpg"
+    jpeg = jpeg_path.read_bytes()
+    skip = set(args.skip.split(","))
+    wanted = args.servers.split(",")
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model": str(model),
+                              "workers": WORKERS, "sloP99Ms": SLO_MS, "failed": {}, "notMeasured": {}}  # fmt: skip
+    for name in wanted:
+        if name in NO_ADAPTER:
+            report["notMeasured"][name] = NO_ADAPTER[name]
+    servers: dict[str, Running] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            for peer in PEER_LIST:
+                if peer.name not in wanted:
+                    continue
+                if peer.venv is not None and not (peer.venv / ".ok").exists():
+                    report["failed"][peer.name] = f"not installed (see {args.out}/install/{peer.name}.log)"
+                    log(f"{peer.name}: SKIPPED, {report['failed'][peer.name]}")
+                    continue
+                log(f"starting {peer.name} ...")
+                try:
+                    servers[peer.name] = Running(peer, model, Path(tmp), out, jpeg)
+                    log(f"  {peer.name} ready in {servers[peer.name].ready_s:.1f} s at {servers[peer.name].url}")
+                except Exception as exc:  # a peer that does not start is a result: record it, go on
+                    report["failed"][peer.name] = f"{type(exc).__name__}: {exc}"
+                    log(f"  {peer.name} FAILED: {exc}")
+            if "overhead" not in skip and servers:
+                report["overhead"] = overhead(servers, model, jpeg, args.overhead_rounds, 40)
+            if "capacity" not in skip and servers:
+                searches = {name: Search(args.start_rps, args.bisections) for name in servers}
+                while not all(s.done for s in searches.values()):
+                    for name, search in searches.items():
+                        if search.done:
+                            continue
+                        r = probe(servers[name], jpeg_path, search.rate, args.probe_s, out)
+                        log(f"  {name:<10} {r['rps']:7.1f} rps -> p99 {r['p99']:8.1f} ms, success {r['sr']:.3f}")
+                        search.record(r)
+                report["capacity"] = {name: {"capacityRPS": s.good, "probes": s.probes} for name, s in searches.items()}
+            report["memory"] = {name: s.memory() for name, s in servers.items()}
+        finally:
+            for s in servers.values():
+                s.stop()
+    (args.out / "servers.json").write_text(json.dumps(report, indent=1))
+    log(f"\n{'server':<10} {'capacity rps':>12} {'round trip ms':>14} {'over bare call':>15} "
+        f"{'over decode+call':>17} {'PSS/worker MiB':>15}")  # fmt: skip
+    oh = report.get("overhead", {})
+    for name in servers:
+        cap = report.get("capacity", {}).get(name, {}).get("capacityRPS")
+        o = oh.get(name, {})
+
+        def f(v: float | None) -> str:
+            return "-" if v is None else f"{v:.2f}"
+
+        log(f"{name:<10} {'-' if cap is None else f'{cap:g}':>12} {f(o.get('roundTripMs')):>14} "
+            f"{f(o.get('overBareCallMs')):>15} {f(o.get('overDecodeAndCallMs')):>17} "
+            f"{report['memory'][name]['pssPerWorkerMiB']:>15}")  # fmt: skip
+    if oh:
+        log(
+            f"bare ONNX Runtime call {oh['bareCallMs']:.2f} ms, decode + call {oh['decodeAndCallMs']:.2f} ms "
+            "(in-process)"
+        )
+    for name, why in {**report["failed"], **report["notMeasured"]}.items():
+        log(f"{name}: {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
