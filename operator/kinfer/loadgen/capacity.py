@@ -8,7 +8,8 @@ Each probe is an open-loop constant-rate run by a fresh set of generators (in wo
 schedule mode), measured as perf_analyzer measures (:class:`Windows`): a warm-up (one window unless
 ``--warmup``) is sent and discarded, so the queue a rate builds is there before anything counts; then
 windows of ``probe_duration / 3`` (whole record intervals) follow until the last 3 agree: each one's
-p99 and throughput within ``tolerance`` of the three's mean. A stable probe is judged by
+p99 and throughput within ``tolerance`` of the three's mean, and the p99 not still climbing window
+after window (a queue near saturation fills up slowly: its windows can agree while it does). A stable probe is judged by
 :func:`kinfer.api.slo.evaluate` on all its measured windows together (merged HdrHistograms, latency
 from the scheduled send time, failures and drops counted against it). A probe still unstable after
 ``max_windows`` windows is judged the same way on everything it measured and reported with
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -175,6 +177,17 @@ def agree(values: list[float | None], tolerance: float) -> bool:
     return all(abs(v - mean) <= tolerance * mean for v in known)
 
 
+def still_rising(values: list[float | None], tolerance: float) -> bool:
+    """Whether the values climb window after window by more than half the tolerance in all: a queue
+    still filling up (near saturation it does so for a long time) agrees within a tolerance while its
+    p99 is still on the way up."""
+    known = [v for v in values if v is not None]
+    if len(known) < len(values) or len(known) < 2:
+        return False
+    climbing = all(a < b for a, b in itertools.pairwise(known))
+    return climbing and known[-1] - known[0] > tolerance / 2 * (sum(known) / len(known))
+
+
 class Windows:
     """One probe's measurement, interval by interval: warm-up, windows, the stopping rule, the verdict.
 
@@ -231,8 +244,11 @@ class Windows:
     def _decide(self) -> None:
         last = self.windows[-STABLE_WINDOWS:]
         if len(last) == STABLE_WINDOWS:
-            self.stable = agree([w.p99_ms for w in last], self.tolerance) and agree(
-                [w.throughput for w in last], self.tolerance
+            p99s = [w.p99_ms for w in last]
+            self.stable = (
+                agree(p99s, self.tolerance)
+                and agree([w.throughput for w in last], self.tolerance)
+                and not still_rising(p99s, self.tolerance)
             )
         if not self.stable and len(self.windows) >= EARLY_FAIL_WINDOWS:
             self.early_fail = all(self._clearly_fails(w) for w in self.windows)

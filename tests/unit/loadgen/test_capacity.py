@@ -167,3 +167,12 @@ def test_windows_span_whole_intervals_and_failures_count_against_the_verdict() -
         bucket.sent += 3
         late.add_interval(bucket)
     assert late.verdict(53.0).met
+
+
+def test_windows_that_agree_while_their_p99_still_climbs_are_not_stable() -> None:
+    w = _windows(warmup_intervals=0, max_windows=5)
+    for p99 in (30.0, 31.7, 33.0):  # within 10 % of their mean, but a queue still filling up
+        w.add_interval(_interval([5.0] * 97 + [p99] * 3))
+    assert not w.done and not w.stable
+    w.add_interval(_interval([5.0] * 97 + [32.8] * 3))
+    assert w.stable  # 31.7, 33.0, 32.8: levelled off
