@@ -37,7 +37,8 @@ def _fields(row: Row) -> dict[str, str]:
     return {
         "phase": str(s.get("phase") or row.phase),
         "stage": "-" if stage.get("index") is None else str(stage["index"]),
-        "target": _num(s.get("targetRPS")),
+        # a closed loop has no target rate: its clients instead
+        "target": f"{s.get('concurrency')} clients" if s.get("mode") == "closed" else _num(s.get("targetRPS")),
         "rps": _num(s.get("realRPS")),
         "qps": _num(s.get("realQPS")),
         "p99": _num(s.get("p99Ms")),

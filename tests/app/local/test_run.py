@@ -147,3 +147,20 @@ def test_the_seeds_manifest_names_the_host_paths_it_needs_before_starting_anythi
     assert "/home/tank/yanan/model/ssd_mobilenet_v1_coco_2018_01_28.pb" in proc.stderr
     assert "/home/tank/yanan/data/coco-300/val2017" in proc.stderr
     assert list(tmp_path.iterdir()) == []  # no logs, no results: nothing was started
+
+
+def test_a_closed_loop_with_a_request_count_runs_locally_and_is_reported_as_closed(tmp_path: Path) -> None:
+    stages = [{"concurrency": 1, "duration": "300ms"}, {"concurrency": 3, "duration": "10s"}]
+    manifest = _manifest(tmp_path, schedule=stages)
+    docs = list(yaml.safe_load_all(manifest.read_text()))
+    docs[1]["spec"].update(requests=600, thinkTime="5ms")
+    manifest.write_text(yaml.safe_dump_all(docs))
+    done = _run(tmp_path, manifest)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = tmp_path / "results" / "exp"
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["mode"] == "closed" and summary["sent"] == summary["completed"] == 600
+    assert [s["concurrency"] for s in summary["stages"]] == [1, 3]
+    assert summary["thinkTimeS"] == 0.005 and summary["requestsLimit"] == 600
+    assert "Closed-loop results" in (results / "report.html").read_text()
+    assert (results / "throughput_vs_concurrency.png").stat().st_size > 0
