@@ -88,6 +88,11 @@ def fastapi_cmd(port: int, model: Path, work: Path) -> list[str]:
             "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
 
 
+def flask_cmd(port: int, model: Path, work: Path) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-w", str(WORKERS), "-k", "sync", "-b", f"127.0.0.1:{port}",
+            "--log-level", "warning", "flask_app:app"]  # fmt: skip
+
+
 def mlserver_cmd(port: int, model: Path, work: Path) -> list[str]:
     root = work / "mlserver"
     (root / "person").mkdir(parents=True, exist_ok=True)
@@ -108,6 +113,7 @@ def kserve_cmd(port: int, model: Path, work: Path) -> list[str]:
 PEER_LIST = [
     Peer("kinfer", "raw", "/predict", kinfer_cmd),
     Peer("fastapi", "raw", "/predict", fastapi_cmd, PEERS / "fastapi"),
+    Peer("flask", "raw", "/predict", flask_cmd),
     Peer("mlserver", "v2", "/v2/models/person/infer", mlserver_cmd, PEERS / "mlserver"),
     Peer("kserve", "v2", "/v2/models/person/infer", kserve_cmd, PEERS / "kserve"),
 ]
@@ -208,7 +214,9 @@ class Running:
         self.log.close()
 
 
-def probe(server: Running, jpeg_path: Path, rps: float, seconds: float, raw_dir: Path) -> dict[str, float]:
+def probe(
+    server: Running, jpeg_path: Path, rps: float, seconds: float, raw_dir: Path, tag: str = "probe"
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as out:
         cmd = [*KINFER, "loadgen", server.url + server.peer.path, "--method", "POST", "--payload",
                f"file:{jpeg_path}", "--protocol", server.peer.protocol, "--input-name", "image", "--rps", f"{rps:g}",
@@ -216,10 +224,10 @@ def probe(server: Running, jpeg_path: Path, rps: float, seconds: float, raw_dir:
                "--control-port", "-1"]  # fmt: skip
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         summary = json.loads((Path(out) / "summary.json").read_text())
-    (raw_dir / f"{server.peer.name}-probe-{rps:g}.json").write_text(json.dumps(summary, indent=1))
+    (raw_dir / f"{server.peer.name}-{tag}-{rps:g}.json").write_text(json.dumps(summary, indent=1))
     sent = max(1, summary["sent"])
     return {"rps": rps, "p99": float(summary["latencyMs"]["p99"]), "sr": summary["completed"] / sent,
-            "errors": summary["errors"]}  # fmt: skip
+            "errors": summary["errors"], "completed": summary["completed"]}  # fmt: skip
 
 
 class Search:
@@ -264,6 +272,7 @@ def overhead(servers: dict[str, Running], model: Path, jpeg: bytes, rounds: int,
         for i in range(n + 2):
             for name in names:
                 if name in calls:
+                    calls[name]()  # the pair's first, as for the servers: the timed call follows a call
                     t0 = time.perf_counter()
                     calls[name]()
                     ms = (time.perf_counter() - t0) * 1000
@@ -296,6 +305,47 @@ def overhead(servers: dict[str, Running], model: Path, jpeg: bytes, rounds: int,
     return out
 
 
+def profile(servers: dict[str, Running], jpeg_path: Path, rps: float, seconds: float, out: Path) -> dict[str, Any]:
+    """Where each server's CPU goes per request: ``py-spy`` samples the server's whole process tree (on-CPU
+    samples only, 200 per second) while ``kinfer loadgen`` offers ``rps`` for ``seconds``; each sample is
+    put in one class by the frames it holds: the ONNX Runtime call, decoding and pre-processing, or the
+    rest (HTTP, framework, the server's own features). CPU ms per request = samples x 5 ms / requests."""
+    spy = PEERS / "py-spy" / "bin" / "py-spy"
+    if not spy.exists():
+        return {"skipped": f"{spy} not installed (tests/perf/peers/install.sh py-spy)"}
+    result: dict[str, Any] = {}
+    for name, server in servers.items():
+        raw = out / f"{name}-profile.txt"
+        spy_proc = subprocess.Popen(
+            [str(spy), "record", "--pid", str(server.proc.pid), "--subprocesses", "--rate", "200", "--format", "raw",
+             "--nonblocking", "--duration", f"{seconds + 1:g}", "--output", str(raw)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(1.0)
+        r = probe(server, jpeg_path, rps, seconds, out, tag="profile")
+        _, err = spy_proc.communicate(timeout=120)
+        if not raw.exists():
+            result[name] = {"error": err.strip()[-300:]}
+            continue
+        classes = {"onnxruntime call": 0, "decode + preprocess": 0, "everything else": 0}
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            if "onnxruntime/capi" in stack:
+                classes["onnxruntime call"] += int(count)
+            elif "decode_image (" in stack or "preprocess (" in stack:
+                classes["decode + preprocess"] += int(count)
+            else:
+                classes["everything else"] += int(count)
+        requests = max(1, int(r["completed"]))
+        result[name] = {"requests": requests,
+                        "cpuMsPerRequest": {k: round(v * 5 / requests, 2) for k, v in classes.items()}}  # fmt: skip
+        log(f"  profile {name:<9}: " + ", ".join(f"{k} {v:.2f}" for k, v in result[name]["cpuMsPerRequest"].items())
+            + " CPU ms/request")  # fmt: skip
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", default=",".join(p.name for p in PEER_LIST))
@@ -304,7 +354,8 @@ def main() -> int:
     parser.add_argument("--start-rps", type=float, default=8.0)
     parser.add_argument("--bisections", type=int, default=2)
     parser.add_argument("--overhead-rounds", type=int, default=5)
-    parser.add_argument("--skip", default="", help="comma list of: capacity,overhead")
+    parser.add_argument("--profile-rps", type=float, default=10.0, help="rate of the py-spy profile block")
+    parser.add_argument("--skip", default="", help="comma list of: capacity,overhead,profile")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench-peers")
     args = parser.parse_args()
     out = args.out / "servers"
@@ -338,6 +389,8 @@ def main() -> int:
                     log(f"  {peer.name} FAILED: {exc}")
             if "overhead" not in skip and servers:
                 report["overhead"] = overhead(servers, model, jpeg, args.overhead_rounds, 40)
+            if "profile" not in skip and servers:
+                report["profile"] = profile(servers, jpeg_path, args.profile_rps, args.probe_s, out)
             if "capacity" not in skip and servers:
                 searches = {name: Search(args.start_rps, args.bisections) for name in servers}
                 while not all(s.done for s in searches.values()):

@@ -5,7 +5,7 @@
 # $RESULTS/install/status.tsv, and the benchmark reports it and goes on with the others.
 #
 #   tests/perf/peers/install.sh [PEER ...]     default: the generators (locust k6 perf_analyzer autocannon artillery hey)
-#   servers: fastapi mlserver bentoml rayserve kserve torchserve
+#   servers: fastapi mlserver bentoml rayserve kserve torchserve; tools: py-spy
 set -u
 PEERS_DIR=${PEERS_DIR:-.peers}
 RESULTS=${RESULTS:-results/bench-peers}
@@ -55,6 +55,8 @@ install_one() {
     rayserve) venv rayserve 'ray[serve]' "${MODEL_DEPS[@]}" ;;
     kserve) venv kserve kserve "${MODEL_DEPS[@]}" ;;
     torchserve) venv torchserve torchserve torch-model-archiver torch "${MODEL_DEPS[@]}" ;;
+    # the sampling profiler bench_peer_servers.py --profile attaches to each server's processes
+    py-spy) venv py-spy py-spy ;;
     *) echo "unknown peer $1" >&2; return 2 ;;
     esac
 }
