@@ -50,6 +50,15 @@ wait_for() {
     done
 }
 
+# free_port NAME PORT: fail clearly when another process (another checkout's kube-up?) holds the port.
+free_port() {
+    if ! alive "$1" && (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
+        say "port $2 for $1 is taken by another process (a control plane of another checkout?);"
+        say "stop it, or choose other ports: KUBE_LOCAL_PORT (apiserver), KUBE_LOCAL_ETCD_PORT (etcd, and +1)"
+        exit 1
+    fi
+}
+
 # start NAME ARGS...: run a binary of $BIN in the background, in its own session, with a pid file.
 start() {
     local name="$1"
@@ -139,6 +148,9 @@ rules:
 EOF
 
 # --- etcd --------------------------------------------------------------------------------------------
+free_port etcd "$ETCD_PORT"
+free_port etcd "$ETCD_PEER_PORT"
+free_port kube-apiserver "$PORT"
 start etcd --name kinfer-local --data-dir "$DIR/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \

@@ -65,6 +65,9 @@ def merge_stages(per_pod: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[st
         row: dict[str, Any] = {
             "index": index,
             "rps": _sum([p.get("rps") for p in parts]),
+            "concurrency": _sum([p.get("concurrency") for p in parts]),
+            "requestsPerS": _sum([p.get("requestsPerS") for p in parts]),
+            "imagesPerS": _sum([p.get("imagesPerS") for p in parts]),
             "durationS": _max([p.get("durationS") for p in parts]),
             "sent": sent,
             "completed": completed,
@@ -73,6 +76,8 @@ def merge_stages(per_pod: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[st
             "latencyMs": latency,
             "serviceRate": round(completed / sent, 4) if sent else None,
         }
+        if row["concurrency"] is not None:
+            row["concurrency"] = int(row["concurrency"])
         out.append({k: v for k, v in row.items() if v is not None})
     return out
 
@@ -128,6 +133,12 @@ def merge(snapshots: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if stage_refs:
         first = stage_refs[0]
         out["stage"] = {**first, "rps": _sum([r.get("rps") for r in stage_refs])}
+        clients = _sum([r.get("concurrency") for r in stage_refs])
+        if clients is not None:
+            out["stage"]["concurrency"] = int(clients)
+    clients_now = _sum([s.get("concurrency") for s in snapshots])
+    if clients_now is not None:
+        out["concurrency"] = int(clients_now)
     lives = [s["live"] for s in snapshots if s.get("live")]
     if lives:
         out["live"] = {"t": _max([v.get("t") for v in lives]) or 0.0} | {
@@ -152,6 +163,7 @@ def live_status(snapshot: Mapping[str, Any]) -> dict[str, Any]:
         "serviceRate": sr,
         "serviceRatePercent": None if sr is None else round(sr * 100, 2),
         "avg99thMs": _num(snapshot.get("avg99thMs")),
+        "concurrency": int(c) if (c := _num(snapshot.get("concurrency"))) is not None else None,
         "stage": _stage_ref(snapshot.get("stage")),
         "stages": list(snapshot.get("stages") or []),
     }
@@ -175,7 +187,7 @@ def live_status(snapshot: Mapping[str, Any]) -> dict[str, Any]:
 def _stage_ref(stage: Any) -> dict[str, Any] | None:
     if not isinstance(stage, Mapping) or "index" not in stage:
         return None
-    return {k: stage[k] for k in ("index", "rps", "endsAt") if stage.get(k) is not None}
+    return {k: stage[k] for k in ("index", "rps", "concurrency", "endsAt") if stage.get(k) is not None}
 
 
 def whole_run_p99(snapshot: Mapping[str, Any]) -> float | None:

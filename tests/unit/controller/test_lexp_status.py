@@ -58,6 +58,19 @@ def test_verdict_and_summary() -> None:
     failed = merge.verdict(SLO(p99_ms=30), done)
     assert (failed.met, failed.reason) == (False, "SLOViolated") and "p99 40.0 ms > 30 ms" in failed.message
     summary = merge.summary(done, SLO(p99_ms=50), "http://x/gpu")
-    assert summary["slo"] == {"p99Ms": 50, "minSuccessRate": None, "met": True}
+    assert summary["slo"] == {"p99Ms": 50, "minSuccessRate": None, "met": True, "successRate": 1.0,
+                              "message": "p99 40.0 ms <= 50 ms; success rate 100.00% (100 of 100 offered)"}
     assert summary["sent"] == 100 and summary["latencyMs"] == {"p99": 40.0} and len(summary["stages"]) == 1
     assert merge.whole_run_p99({"latencyMs": {"p99": 3.0}, "stages": []}) == 3.0
+
+
+def test_closed_loop_clients_and_throughput_add_up_across_generators() -> None:
+    pods = [{"phase": "Running", "concurrency": 4, "stage": {"index": 0, "concurrency": 4},
+             "stages": [{"index": 0, "concurrency": 4, "sent": 100, "completed": 100, "requestsPerS": 50.0,
+                         "imagesPerS": 200.0}]} for _ in range(2)]
+    merged = merge.merge(pods)
+    assert merged["concurrency"] == 8 and merged["stage"]["concurrency"] == 8
+    [stage] = merged["stages"]
+    assert (stage["concurrency"], stage["requestsPerS"], stage["imagesPerS"]) == (8, 100.0, 400.0)
+    status = merge.live_status(merged)
+    assert status["concurrency"] == 8 and status["stage"] == {"index": 0, "concurrency": 8}
