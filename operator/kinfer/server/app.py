@@ -35,6 +35,7 @@ from kinfer.server.errors import (
 from kinfer.server.metrics import ServerMetrics
 from kinfer.server.middleware import BATCH_KEY, MetricsMiddleware, add_stage
 from kinfer.server.modelspec import ModelSpec
+from kinfer.server.nvml import GpuSampler
 from kinfer.server.preprocess import decode_image, image_size
 from kinfer.server.runtime import BackendFactory, ModelRuntime
 
@@ -165,7 +166,7 @@ def create_app(
     """Build the app and start loading its model (in a thread unless ``background`` is False)."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    metrics = ServerMetrics(spec.name)
+    metrics = ServerMetrics(spec.name, gpus=GpuSampler())
     rt = ModelRuntime(spec, config, metrics, dataset, backend_factory)
     app.extensions[RUNTIME_KEY] = rt
     page = resources.files("kinfer.server").joinpath("static/index.html").read_text(encoding="utf-8")

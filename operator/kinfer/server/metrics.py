@@ -23,6 +23,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prom_multiprocess
 
+from kinfer.server.nvml import GpuSampler
+
 #: The stages of a request, in the order they happen and appear in ``Server-Timing``.
 STAGES = ("queue", "preprocess", "infer", "postprocess")
 #: ``server_timing``'s format: one ``%``-substitution instead of a formatted string per stage.
@@ -53,7 +55,7 @@ def server_timing(stages: dict[str, float]) -> str:
 class ServerMetrics:
     """The server's metrics, registered in ``registry`` (or written to the multiprocess files)."""
 
-    def __init__(self, model: str, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, model: str, registry: CollectorRegistry | None = None, gpus: GpuSampler | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.model = model
         reg = self.registry
@@ -94,6 +96,16 @@ class ServerMetrics:
             "kinfer_server_worker_resident_memory_bytes", "Resident memory of each worker process.",
             multiprocess_mode="liveall", registry=reg,
         )  # fmt: skip
+        # Every worker sees the same devices: the aggregate keeps one (the largest) reading per GPU.
+        self.gpu_utilization = Gauge(
+            "kinfer_server_gpu_utilization_ratio", "Share of the last sample period a kernel ran on the GPU, 0-1.",
+            ["gpu"], multiprocess_mode="max", registry=reg,
+        )  # fmt: skip
+        self.gpu_memory = Gauge(
+            "kinfer_server_gpu_memory_used_bytes", "GPU memory in use (all processes on the device).",
+            ["gpu"], multiprocess_mode="max", registry=reg,
+        )  # fmt: skip
+        self._gpus = gpus
         self._stage_children: dict[str, Histogram] = {}
         self._batch_child = self.batch_size.labels(model)
         #: batch sizes not yet written: a model call only queues its size (see ``observe_batch``)
@@ -142,13 +154,17 @@ class ServerMetrics:
             self._batch_child.observe(size)
 
     def sample_process(self) -> None:
-        """Refresh this worker's CPU and memory gauges from psutil."""
+        """Refresh this worker's CPU and memory gauges from psutil, and the visible GPUs' from NVML."""
         try:
             cpu = self._process.cpu_times()
             self.cpu_seconds.set(cpu.user + cpu.system)
             self.memory_bytes.set(self._process.memory_info().rss)
         except psutil.Error:
             pass
+        if self._gpus is not None:
+            for reading in self._gpus.sample():
+                self.gpu_utilization.labels(reading.gpu).set(reading.utilization_ratio)
+                self.gpu_memory.labels(reading.gpu).set(reading.memory_used_bytes)
 
     def start_sampling(self, interval_s: float = 2.0) -> None:
         """Sample CPU and memory every ``interval_s`` in a daemon thread, so idle workers report too."""
