@@ -204,7 +204,9 @@ class Experiment:
         """A NetworkPolicy admitting only the operator's pods, when the operator knows its namespace."""
         namespace = self.rt.settings.operator_namespace
         if namespace:
-            await self.rt.kube.ensure(build.build_network_policy(lexp, namespace))
+            await self.rt.kube.ensure(
+                build.build_network_policy(lexp, namespace, self.rt.settings.scraper_namespace)
+            )
 
     # --- Running --------------------------------------------------------------------------------
 
@@ -298,6 +300,7 @@ class Experiment:
             live.get("realRPS"),
             live.get("p99Ms"),
             status.get("serviceRate"),
+            live.get("realQPS"),
         )
         await self.patch(status)
         return interval

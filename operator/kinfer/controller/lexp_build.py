@@ -169,10 +169,20 @@ def network_policy_name(name: str) -> str:
     return f"{name}-control"
 
 
-def build_network_policy(lexp: LoadExperiment, operator_namespace: str) -> dict[str, Any]:
+def build_network_policy(
+    lexp: LoadExperiment, operator_namespace: str, scraper_namespace: str | None = None
+) -> dict[str, Any]:
     """Only the operator's pods may reach the generator pods (their control port is the only one they
-    listen on); where the network plugin enforces policies, nothing else in the cluster can change a run
-    even with the token."""
+    listen on), and a Prometheus of ``scraper_namespace`` when one scrapes them; where the network plugin
+    enforces policies, nothing else in the cluster can change a run even with the token."""
+    peers: list[dict[str, Any]] = [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": operator_namespace}},
+            "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
+        }
+    ]
+    if scraper_namespace:
+        peers.append({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": scraper_namespace}}})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -180,19 +190,7 @@ def build_network_policy(lexp: LoadExperiment, operator_namespace: str) -> dict[
         "spec": {
             "podSelector": {"matchLabels": labels(lexp)},
             "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
-                            },
-                            "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
-                        }
-                    ],
-                    "ports": [{"protocol": "TCP", "port": lexp.spec.control_port}],
-                }
-            ],
+            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": lexp.spec.control_port}]}],
         },
     }
 

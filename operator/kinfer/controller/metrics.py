@@ -31,6 +31,12 @@ class OperatorMetrics:
             labels,
             registry=self.registry,
         )
+        self.completed_qps = Gauge(
+            "kinfer_experiment_completed_qps",
+            "Responses completed in the last record interval (per s).",
+            labels,
+            registry=self.registry,
+        )
         self.p99_ms = Gauge(
             "kinfer_experiment_p99_ms",
             "p99 latency of the last record interval (ms).",
@@ -69,11 +75,13 @@ class OperatorMetrics:
         sent: float | None,
         p99: float | None,
         service_rate: float | None,
+        completed: float | None = None,
     ) -> None:
         """Record the latest numbers of one running experiment."""
         for gauge, value in (
             (self.target_rps, target),
             (self.sent_rps, sent),
+            (self.completed_qps, completed),
             (self.p99_ms, p99),
             (self.service_rate, service_rate),
         ):
@@ -82,7 +90,7 @@ class OperatorMetrics:
 
     def forget_experiment(self, namespace: str, name: str) -> None:
         """Drop the gauges of an experiment that is no longer running."""
-        for gauge in (self.target_rps, self.sent_rps, self.p99_ms, self.service_rate):
+        for gauge in (self.target_rps, self.sent_rps, self.completed_qps, self.p99_ms, self.service_rate):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)
 

@@ -55,6 +55,8 @@ class Settings:
     operator_namespace: str | None = None
     """The operator pods' namespace (the chart passes its own): generator pods admit only the operator's
     pods there to their control port (a NetworkPolicy per experiment); ``None``: no policy."""
+    scraper_namespace: str | None = None
+    """Namespace of a Prometheus that scrapes the generators' /metrics: also admitted to their port."""
     lease_name: str = "kinfer-operator"
     """Name of the Lease (the chart uses its release's name: one acting operator per release)."""
     lease_s: float = 15.0
@@ -135,6 +137,7 @@ KNOWN = {
     "LEASE_NAMESPACE",
     "LEASE_NAME",
     "OPERATOR_NAMESPACE",
+    "SCRAPER_NAMESPACE",
     "LEASE_S",
 }
 
@@ -161,9 +164,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
     lease_namespace = env.get(PREFIX + "LEASE_NAMESPACE", "").strip() or None
     if lease_namespace is not None and not _is_dns_label(lease_namespace):
         raise SettingsError(f"{PREFIX}LEASE_NAMESPACE={lease_namespace!r}: not a valid namespace name")
-    operator_namespace = env.get(PREFIX + "OPERATOR_NAMESPACE", "").strip() or None
-    if operator_namespace is not None and not _is_dns_label(operator_namespace):
-        raise SettingsError(f"{PREFIX}OPERATOR_NAMESPACE={operator_namespace!r}: not a valid namespace name")
+    operator_namespace = _namespace(env, "OPERATOR_NAMESPACE")
+    scraper_namespace = _namespace(env, "SCRAPER_NAMESPACE")
     extra = {k: v for k, v in env.items() if k.startswith(PREFIX) and k.removeprefix(PREFIX) not in KNOWN}
     return Settings(
         hostpath_allow=tuple(prefixes),
@@ -180,9 +182,17 @@ def from_env(env: Mapping[str, str]) -> Settings:
         lease_namespace=lease_namespace,
         lease_name=_text(env, "LEASE_NAME", "kinfer-operator"),
         operator_namespace=operator_namespace,
+        scraper_namespace=scraper_namespace,
         lease_s=_float(env, "LEASE_S", 15.0),
         extra=extra,
     )
+
+
+def _namespace(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(PREFIX + name, "").strip() or None
+    if value is not None and not _is_dns_label(value):
+        raise SettingsError(f"{PREFIX}{name}={value!r}: not a valid namespace name")
+    return value
 
 
 def _is_dns_label(name: str) -> bool:

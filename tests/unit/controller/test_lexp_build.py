@@ -302,3 +302,10 @@ def test_network_policy_admits_only_the_operator_to_the_control_port() -> None:
     # The chart's operator pods carry the label the policy admits.
     chart = (Path(__file__).resolve().parents[3] / "charts" / "kinfer" / "templates" / "_helpers.tpl").read_text()
     assert "app.kubernetes.io/name: kinfer-operator" in chart.split('define "kinfer.selectorLabels"')[1]
+
+
+def test_a_scraper_namespace_is_admitted_beside_the_operator() -> None:
+    policy = valid(build.build_network_policy(lexp_of(example_doc()), "kinfer-system", "monitoring"))
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert peers[1] == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    assert len(peers) == 2 and policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8089}]
