@@ -185,8 +185,13 @@ def child(parser: str, url: str, rps: float, duration: float) -> None:
     from kinfer.api.schedule import Stage
     from kinfer.loadgen.engine import Generator, GeneratorSpec, Snapshot
 
-    if parser == "llhttp":
+    if parser.startswith("llhttp"):
         httpclient.Connection = LlhttpConnection  # type: ignore[misc]
+    if parser.endswith("-nospin"):
+        # an experiment: no spin-wait before a send (the engine spins for its last SPIN_BELOW seconds)
+        from kinfer.loadgen import engine
+
+        engine.SPIN_BELOW = 0.0
     snaps: list[Snapshot] = []
     spec = _spec(GeneratorSpec, Stage, url, rps, duration)
 
@@ -241,7 +246,13 @@ def _summarise(snaps: list[Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def rates_held(rates: list[float], duration: float, generator_cpu: int, server_cpu: int) -> dict[str, Any]:
+def rates_held(
+    rates: list[float],
+    duration: float,
+    generator_cpu: int,
+    server_cpu: int,
+    variants: tuple[str, ...] = ("hand", "llhttp"),
+) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
     from bench_loadgen import free_port
 
@@ -253,11 +264,11 @@ def rates_held(rates: list[float], duration: float, generator_cpu: int, server_c
     url = f"http://127.0.0.1:{port}/"
     os.sched_setaffinity(0, {generator_cpu})  # children inherit it
     runs: list[dict[str, Any]] = []
-    best = {"hand": 0.0, "llhttp": 0.0}
-    alive = {"hand": True, "llhttp": True}
+    best = dict.fromkeys(variants, 0.0)
+    alive = dict.fromkeys(variants, True)
     try:
         for i, rate in enumerate(rates):
-            order = ["hand", "llhttp"] if i % 2 == 0 else ["llhttp", "hand"]
+            order = list(variants) if i % 2 == 0 else list(variants)[::-1]
             for parser in order:
                 if not alive[parser]:
                     continue
@@ -290,15 +301,23 @@ def main() -> int:
     parser.add_argument("--rates", default="4000,6000,8000,10000,12000,14000,16000")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--skip-rates", action="store_true")
+    parser.add_argument("--skip-parse", action="store_true")
+    parser.add_argument(
+        "--variants", default="hand,llhttp", help="what the rate block compares (a -nospin suffix: no spin-wait)"
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
-    report: dict[str, Any] = {"parseCost": parse_costs(args.rounds, args.n)}
-    print(json.dumps(report["parseCost"], indent=2), file=sys.stderr, flush=True)
+    report: dict[str, Any] = {}
+    if not args.skip_parse:
+        report["parseCost"] = parse_costs(args.rounds, args.n)
+        print(json.dumps(report["parseCost"], indent=2), file=sys.stderr, flush=True)
     if not args.skip_rates:
         cpus = sorted(os.sched_getaffinity(0))
-        report["rateHeld"] = rates_held([float(x) for x in args.rates.split(",")], args.duration, cpus[0], cpus[-1])
+        variants = tuple(args.variants.split(","))
+        rates = [float(x) for x in args.rates.split(",")]
+        report["rateHeld"] = rates_held(rates, args.duration, cpus[0], cpus[-1], variants)
         best = report["rateHeld"]["highestHeldRPS"]
-        if best["llhttp"]:
+        if best.get("llhttp") and "hand" in best:
             report["handOverLlhttpRate"] = best["hand"] / best["llhttp"]
     text = json.dumps(report, indent=2)
     print(text)
