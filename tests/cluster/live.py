@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -189,9 +190,13 @@ class LiveCluster:
     def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
               params: dict[str, str] | None = None) -> Any:
         # verify= per request: requests lets $REQUESTS_CA_BUNDLE override a session's CA otherwise.
-        response = self.http.request(method, self.url + path, params=params, timeout=30, verify=self.http.verify,
-                                     data=None if body is None else json.dumps(body),
-                                     headers={"Content-Type": content_type, "Accept": "application/json"})
+        for _ in range(20):  # as client-go does: 429 (a cache still starting) is retried after Retry-After
+            response = self.http.request(method, self.url + path, params=params, timeout=30,
+                                         verify=self.http.verify, data=None if body is None else json.dumps(body),
+                                         headers={"Content-Type": content_type, "Accept": "application/json"})
+            if response.status_code != 429:
+                break
+            time.sleep(min(float(response.headers.get("Retry-After") or 1), 5))
         if response.status_code == 404 and method == "GET":
             return None
         if response.status_code >= 400:
