@@ -7,8 +7,9 @@ Every tool is pinned to one core (``taskset``), the endpoint (tests/perf/peers/r
 answers in microseconds) to the other. For each tool, in the same rounds (each rate runs every tool
 still standing, one after the other, so that a shared machine's drift reaches them alike):
 
-* **ceiling**: the highest fixed rate held for ``--duration`` s: responses within 1 % of rate x duration,
-  no errors, no drops (a rate ladder, stopping at a tool's first miss);
+* **ceiling**: the highest fixed rate held for ``--duration`` s: responses within 1 % of rate x duration
+  (and of the rate over the tool's own elapsed time), no errors, no drops (a rate ladder; a miss is
+  run once more, a second miss ends the tool's ladder);
 * **self-overhead**: the tool's own p99 at 2000 RPS against that endpoint (it answers in microseconds,
   so the p99 is the tool's);
 * **truthfulness** (the tools with a fixed-rate mode): the same offered load, twice a one-at-a-time
@@ -341,9 +342,9 @@ CEILING_CONNS = {"hey": 50, "autocannon": 100, "locust": 100}
 
 
 def one(tool: str, label: str, url: str, rate: float, duration: float, conns: int, cpu: int, out: Path,
-        work: Path) -> Run:  # fmt: skip
+        work: Path, attempt: int = 1) -> Run:  # fmt: skip
     run = Run(tool, label, rate, duration)
-    raw = out / f"{tool}-{label}-{rate:g}.txt"
+    raw = out / f"{tool}-{label}-{rate:g}{'' if attempt == 1 else f'-try{attempt}'}.txt"
     try:
         for key, value in RUNNERS[tool](url, rate, duration, conns, cpu, raw, work).items():
             setattr(run, key, value)
@@ -391,6 +392,12 @@ def ceilings(tools: list[str], rates: list[float], duration: float, cpus: tuple[
                         work)  # fmt: skip
                 runs.append(r)
                 log(row(r))
+                if not r.held and tool in alive and r.failure is None:
+                    # once more: on a shared machine one stall of the tool's core fails a rate it holds
+                    r = one(tool, "ceiling", endpoint.url, rate, duration, CEILING_CONNS.get(tool, 100), gen_cpu,
+                            out, work, attempt=2)  # fmt: skip
+                    runs.append(r)
+                    log(row(r) + " (second try)")
                 if not r.held:
                     alive.discard(tool)
             if not alive and rate >= 2000:
@@ -460,7 +467,7 @@ def main() -> int:
     for tool in tools:
         mine = [r for r in ceiling_runs if r.tool == tool]
         held = [r.rate for r in mine if r.held]
-        at2k = next((r for r in mine if r.rate == 2000), None)
+        at2k = next((r for r in reversed(mine) if r.rate == 2000), None)  # the second try where there was one
         summary[tool] = {
             "ceilingRPS": max(held, default=0.0),
             "p99At2000Ms": at2k.p99 if at2k else None,
