@@ -60,9 +60,9 @@ async def test_a_worker_killed_mid_run_is_replaced_its_errors_are_counted_per_se
     assert errors and min(errors) >= killed_at - 1, records  # counted in the seconds after the kill
     summary = run.summary()
     print(f"errors per record: {[r['errors'] for r in records]} {summary['errorsByClass']}, kill after {killed_at}")
-    # the killed request itself, and requests the new worker answered 503 while it loaded its model
+    # the killed request itself when the victim had one in flight (closed or reset: not every kill lands
+    # on one), and requests the new worker answered 503 while it loaded its model
     assert summary["errors"] >= 1 and set(summary["errorsByClass"]) <= {"closed", "reset", "http_503"}
-    assert summary["errorsByClass"].keys() & {"closed", "reset"}
     assert any(r["realQPS"] > 0 for r in records[killed_at + 1 :]), "the run went on after the kill"
     assert summary["phase"] == "Succeeded"
     rows = _rows(tmp_path / "results")
