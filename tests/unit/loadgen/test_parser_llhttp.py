@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from kinfer.loadgen.httpclient import Connection, ConnectionPool, Target
+from tests.unit.loadgen.test_httpclient import FakeTransport
 
 httptools = pytest.importorskip("httptools")
 
@@ -144,27 +145,6 @@ def llhttp(response: bytes) -> Parsed | None:
     if not ref.headers_done:
         return None
     return Parsed(ref.status, False, ref.timing, None)  # body until the connection closes
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.closed = False
-        self.aborted = False
-
-    def is_closing(self) -> bool:
-        return self.closed or self.aborted
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def get_extra_info(self, name: str) -> Any:
-        return None
 
 
 class Client:
