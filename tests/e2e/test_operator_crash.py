@@ -80,20 +80,26 @@ def hold(cluster: Cluster, method: str, path: str, body: dict[str, Any]) -> tupl
     return arrived, release
 
 
+async def kill_while_held(cluster: Cluster, operator: Operator, name: str, held: asyncio.Event,
+                          release: asyncio.Event) -> None:
+    """Start the operator, apply the target and experiment ``name``, wait until the operator's request is
+    held by the API server, SIGKILL the operator there, then let the held request go."""
+    await operator.start()
+    await cluster.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump_all([SERVER, experiment(name)]))
+    await asyncio.wait_for(held.wait(), 60)
+    await operator.kill()
+    release.set()
+
+
 async def test_sigkill_after_the_job_and_before_the_first_status_write(
     cluster: Cluster, tmp_path: Path, operator: Operator
 ) -> None:
     await install_crds(cluster)
     arrived, release = hold(cluster, "patch", r".*/loadexperiments/early/status$", {"status": {"phase": "Running"}})
     async with Kubelet(cluster, tmp_path):
-        await operator.start()
-        await cluster.kubectl("apply", "--validate=false", "-f", "-",
-                              input=yaml.safe_dump_all([SERVER, experiment("early")]))
-        await asyncio.wait_for(arrived.wait(), 60)
+        await kill_while_held(cluster, operator, "early", arrived, release)
         job = cluster.get("jobs", "early-loadgen")
         assert job is not None and status_of(cluster, "lexp", "early").get("phase") != "Running"
-        await operator.kill()
-        release.set()
         await operator.start()
         await eventually(lambda: status_of(cluster, "lexp", "early").get("phase") == "Succeeded", timeout_s=60)
         jobs = cluster.list("jobs", "default")
@@ -108,12 +114,7 @@ async def test_sigkill_while_finish_writes_the_results(cluster: Cluster, tmp_pat
     # The final summary is a patch of the results ConfigMap (created incomplete at the start).
     arrived, release = hold(cluster, "patch", r".*/configmaps/late-results$", {"data": {}})
     async with Kubelet(cluster, tmp_path):
-        await operator.start()
-        await cluster.kubectl("apply", "--validate=false", "-f", "-",
-                              input=yaml.safe_dump_all([SERVER, experiment("late")]))
-        await asyncio.wait_for(arrived.wait(), 60)
-        await operator.kill()
-        release.set()
+        await kill_while_held(cluster, operator, "late", arrived, release)
         pending = json.loads(cluster.get("configmaps", "late-results")["data"]["summary.json"])  # type: ignore[index]
         assert pending["incomplete"] is True  # the final summary was not written
         await operator.start()
@@ -136,12 +137,7 @@ async def test_a_final_summary_is_never_replaced_by_one_rebuilt_from_status(
     operator.env["KINFER_OPERATOR_RESULTS_LINGER_S"] = "2"
     arrived, release = hold(cluster, "patch", r".*/loadexperiments/kept/status$", {"status": {"phase": "Succeeded"}})
     async with Kubelet(cluster, tmp_path):
-        await operator.start()
-        await cluster.kubectl("apply", "--validate=false", "-f", "-",
-                              input=yaml.safe_dump_all([SERVER, experiment("kept")]))
-        await asyncio.wait_for(arrived.wait(), 60)
-        await operator.kill()
-        release.set()
+        await kill_while_held(cluster, operator, "kept", arrived, release)
         written = json.loads(cluster.get("configmaps", "kept-results")["data"]["summary.json"])  # type: ignore[index]
         assert "incomplete" not in written and written["sent"] > 0
         # The generator's linger runs out: the Job completes with nobody left to read.
