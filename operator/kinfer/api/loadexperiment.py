@@ -243,6 +243,18 @@ class Record(StatusModel):
     images_per_s: float | None = Field(
         default=None, description="Images completed in the interval (per s): realQPS × batch size."
     )
+    server_cpu: float | None = Field(
+        default=None, alias="serverCPU", description="The target's CPU use in the interval, cores (all its pods)."
+    )
+    server_memory_mb: float | None = Field(
+        default=None, alias="serverMemoryMB", description="The target's resident memory, MB (all its pods)."
+    )
+    server_gpu_util: float | None = Field(
+        default=None, alias="serverGPUUtil", description="The target's GPU utilization, percent; empty without a GPU."
+    )
+    server_gpu_memory_mb: float | None = Field(
+        default=None, alias="serverGPUMemoryMB", description="The target's GPU memory in use, MB; empty without a GPU."
+    )
 
 
 #: records.csv columns and the record fields of every snapshot, in order (DESIGN.md §9).

@@ -132,6 +132,8 @@ class PrinterColumn:
     json_path: str
     description: str
     format: str | None = None
+    priority: int = 0
+    """0: always shown; 1: shown by ``kubectl get -o wide`` only."""
 
     def crd(self) -> dict[str, Any]:
         """The CRD's ``additionalPrinterColumns`` entry."""
@@ -143,6 +145,8 @@ class PrinterColumn:
         }
         if self.format:
             column["format"] = self.format
+        if self.priority:
+            column["priority"] = self.priority
         return column
 
 
@@ -208,6 +212,8 @@ LOAD_EXPERIMENT = ResourceDef(
         PrinterColumn("P99(ms)", "number", ".status.live.p99Ms", "p99 latency of the last interval."),
         PrinterColumn("Avg99th(ms)", "number", ".status.avg99thMs", "Mean p99 over the window."),
         PrinterColumn("SR(%)", "number", ".status.serviceRatePercent", "Service rate over the window."),
+        PrinterColumn("CPU", "number", ".status.live.serverCPU", "The target's CPU use, cores.", priority=1),
+        PrinterColumn("GPU(%)", "number", ".status.live.serverGPUUtil", "The target's GPU utilization.", priority=1),
         AGE,
     ),
     description="An open-loop load schedule against a target, with live tail latency in its status.",

@@ -16,6 +16,9 @@ from kinfer.api.slo import Verdict, capacity_verdict, evaluate, latency_from_sum
 
 _SUMS = ("targetRPS", "realRPS", "realQPS", "errors", "dropped", "avgRPS", "avgQPS")
 _MAXES = ("p50Ms", "p99Ms", "maxMs", "avg99thMs")
+#: The target's resources in a record: every generator pod samples the same target, so the pods'
+#: values are the same measurement (the largest is kept), never added up.
+_SERVER = ("serverCPU", "serverMemoryMB", "serverGPUUtil", "serverGPUMemoryMB")
 _TOTALS = ("sent", "completed", "errors", "dropped")
 _PERCENTILES = ("p50", "p90", "p99", "p999", "max", "mean")
 
@@ -118,7 +121,7 @@ def merge(snapshots: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"phase": merged_phase([s.get("phase") for s in snapshots])}
     for key in _SUMS:
         out[key] = _sum([s.get(key) for s in snapshots])
-    for key in _MAXES:
+    for key in (*_MAXES, *_SERVER):
         out[key] = _max([s.get(key) for s in snapshots])
     avg_rps, avg_qps = out.get("avgRPS"), out.get("avgQPS")
     out["serviceRate"] = round(avg_qps / avg_rps, 4) if avg_rps and avg_qps is not None else None
@@ -142,7 +145,7 @@ def merge(snapshots: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     lives = [s["live"] for s in snapshots if s.get("live")]
     if lives:
         out["live"] = {"t": _max([v.get("t") for v in lives]) or 0.0} | {
-            k: out.get(k) for k in (*_SUMS, *_MAXES, "serviceRate")
+            k: out.get(k) for k in (*_SUMS, *_MAXES, "serviceRate", *_SERVER)
         }
     errors = [str(s["error"]) for s in snapshots if s.get("error")]
     if errors:

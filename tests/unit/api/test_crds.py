@@ -69,8 +69,17 @@ def test_crd_names_columns_and_subresources_match_the_design() -> None:
         "P99(ms)",
         "Avg99th(ms)",
         "SR(%)",
+        "CPU",
+        "GPU(%)",
         "Age",
     ]
+    # the target's resources only with `kubectl get lexp -o wide` (priority 1), from the live record
+    wide = {
+        col["name"]: (col["jsonPath"], col["type"])
+        for col in crds["LoadExperiment"]["spec"]["versions"][0]["additionalPrinterColumns"]
+        if col.get("priority") == 1
+    }
+    assert wide == {"CPU": (".status.live.serverCPU", "number"), "GPU(%)": (".status.live.serverGPUUtil", "number")}
 
 
 @pytest.mark.parametrize("kind", list(RESOURCES))

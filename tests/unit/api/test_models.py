@@ -177,4 +177,5 @@ def test_record_columns_are_the_designs() -> None:
     from kinfer.api.loadexperiment import RECORD_COLUMNS
 
     assert RECORD_COLUMNS == ("t", "targetRPS", "realRPS", "realQPS", "errors", "dropped", "p50Ms", "p99Ms", "maxMs",
-                              "avgRPS", "avgQPS", "serviceRate", "avg99thMs", "concurrency", "imagesPerS")  # fmt: skip
+                              "avgRPS", "avgQPS", "serviceRate", "avg99thMs", "concurrency", "imagesPerS",
+                              "serverCPU", "serverMemoryMB", "serverGPUUtil", "serverGPUMemoryMB")  # fmt: skip

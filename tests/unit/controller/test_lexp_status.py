@@ -74,3 +74,23 @@ def test_closed_loop_clients_and_throughput_add_up_across_generators() -> None:
     assert (stage["concurrency"], stage["requestsPerS"], stage["imagesPerS"]) == (8, 100.0, 400.0)
     status = merge.live_status(merged)
     assert status["concurrency"] == 8 and status["stage"] == {"index": 0, "concurrency": 8}
+
+
+def test_the_targets_resources_reach_the_live_status_and_are_not_added_up_across_generators() -> None:
+    pods = []
+    for cpu in (1.5, 1.7):
+        pod = snapshot(10, 4.0, 100, 100)
+        server = {"serverCPU": cpu, "serverMemoryMB": 812.0, "serverGPUUtil": None, "serverGPUMemoryMB": None}
+        pod["live"] |= server
+        pods.append(pod | server)
+    status = merge.live_status(pods[0])
+    assert (status["live"]["serverCPU"], status["live"]["serverMemoryMB"]) == (1.5, 812.0)
+    assert "serverGPUUtil" not in status["live"]  # no GPU: empty, not zero
+    LoadExperimentStatus.model_validate(status)
+    merged = merge.live_status(merge.merge(pods))
+    assert (merged["live"]["serverCPU"], merged["live"]["serverMemoryMB"]) == (1.7, 812.0)
+    assert merged["live"]["realRPS"] == 20  # the rates still add up
+    gpu = {"serverGPUUtil": 63.0, "serverGPUMemoryMB": 2048.0}
+    with_gpu = merge.live_status(pods[0] | {"live": pods[0]["live"] | gpu})
+    dumped = LoadExperimentStatus.model_validate(with_gpu).wire()
+    assert (dumped["live"]["serverGPUUtil"], dumped["live"]["serverGPUMemoryMB"]) == (63.0, 2048.0)

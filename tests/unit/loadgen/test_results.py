@@ -27,6 +27,7 @@ def test_records_csv_has_the_design_columns_and_is_readable_after_each_record(tm
     assert RECORD_COLUMNS == (
         "t", "targetRPS", "realRPS", "realQPS", "errors", "dropped", "p50Ms", "p99Ms", "maxMs",
         "avgRPS", "avgQPS", "serviceRate", "avg99thMs", "concurrency", "imagesPerS",
+        "serverCPU", "serverMemoryMB", "serverGPUUtil", "serverGPUMemoryMB",
     )  # fmt: skip
     assert rows[0]["p99Ms"] == "9.5"
     writer.append_record(record(1))
