@@ -94,7 +94,7 @@ def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | Non
 
 
 def top_table(obj: Mapping[str, Any]) -> Group:
-    """The live view: phase, rates, latencies, window aggregates, current stage."""
+    """The live view: phase, rates, latencies, window aggregates, current stage, the target's resources."""
     status = obj.get("status") or {}
     live = status.get("live") or {}
     stage = status.get("stage") or {}
@@ -117,7 +117,29 @@ def top_table(obj: Mapping[str, Any]) -> Group:
     )
     totals = Table.grid(padding=(0, 2))
     totals.add_row(*(f"{k}={_fmt(status.get(k))}" for k in ("sent", "completed", "errors", "dropped")))
-    return Group(table, totals)
+    return Group(table, server_table(live), totals)
+
+
+#: The target's resources in the live record: (column, record field, digits).
+SERVER_COLUMNS = (
+    ("CPU (cores)", "serverCPU", 2),
+    ("memory (MB)", "serverMemoryMB", 0),
+    ("GPU (%)", "serverGPUUtil", 1),
+    ("GPU memory (MB)", "serverGPUMemoryMB", 0),
+)
+
+
+def server_table(live: Mapping[str, Any]) -> Table:
+    """The target's CPU, memory and GPU in the same record as the rates ("-": not measured, e.g. no GPU)."""
+    table = Table(title="target's resources")
+    for column, _, _ in SERVER_COLUMNS:
+        table.add_column(column, justify="right")
+    table.add_row(*(_fmt(_number(live.get(key)), digits) for _, key, digits in SERVER_COLUMNS))
+    return table
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def stage_table(obj: Mapping[str, Any]) -> Table:

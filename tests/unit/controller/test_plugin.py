@@ -51,6 +51,28 @@ def test_top_table_shows_the_live_numbers() -> None:
     assert "phase=Succeeded" in text and "3.5" in text and "sent=230" in text
 
 
+def test_top_shows_the_targets_resources_beside_the_live_numbers() -> None:
+    obj = experiment()
+    obj["status"]["live"] |= {"serverCPU": 1.234, "serverMemoryMB": 811.6, "serverGPUUtil": 63.04,
+                              "serverGPUMemoryMB": 2048.4}
+    out = console()
+    out.print(plugin.top_table(obj))
+    text = out.export_text()
+    for column in ("CPU (cores)", "memory (MB)", "GPU (%)", "GPU memory (MB)"):
+        assert column in text
+    row = next(line for line in text.splitlines() if "1.23" in line)
+    assert [cell.strip() for cell in row.strip("│ ").split("│")] == ["1.23", "812", "63.0", "2048"]
+
+
+def test_top_shows_a_dash_where_the_target_has_no_gpu() -> None:
+    obj = experiment()
+    obj["status"]["live"] |= {"serverCPU": 0.5, "serverMemoryMB": 300}
+    out = console()
+    out.print(plugin.server_table(obj["status"]["live"]))
+    row = next(line for line in out.export_text().splitlines() if "0.50" in line)
+    assert [cell.strip() for cell in row.strip("│ ").split("│")] == ["0.50", "300", "-", "-"]
+
+
 @pytest.mark.parametrize(("raw", "value"), [("30", 30), ("2.5", 2.5), ("schedule", None), ("-", None)])
 def test_rps_argument(raw: str, value: float | None) -> None:
     assert plugin.parse_rps(raw) == value
