@@ -193,7 +193,12 @@ class ControlServer:
             data["histograms"] = {
                 "latency": encode(recorder.total.latency),
                 "stages": {str(i): encode(b.latency) for i, b in sorted(recorder.stages.items())},
+                "service": encode(recorder.total.service),
+                "lag": encode(recorder.total.lag),
             }
+        if request.query.get("summary") in ("1", "true"):
+            # The full summary.json (DESIGN §9) as it stands: the operator stores it beside the records.
+            data["summary"] = self.run.summary()
         return web.json_response(_finite(data))
 
     async def records(self, request: web.Request) -> web.Response:
