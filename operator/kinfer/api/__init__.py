@@ -1,4 +1,4 @@
-"""The kinfer API: pydantic models of both CRDs — the single source of truth.
+"""The kinfer API: pydantic models of the CRDs — the single source of truth.
 
 The CRD YAML, the chart's CRD templates and the printer columns are generated from these models
 (:mod:`kinfer.api.crdgen`); the operator, local mode and the plugin read specs through them.
@@ -8,7 +8,8 @@ from kinfer.api.common import API_VERSION, CATEGORY, GROUP, VERSION, Condition
 from kinfer.api.inferenceservice import InferenceServiceSpec, InferenceServiceStatus
 from kinfer.api.loadexperiment import LoadExperimentSpec, LoadExperimentStatus
 from kinfer.api.manifests import KinferResource, ManifestError, load_resources, parse_resource
-from kinfer.api.resources import RESOURCES, InferenceService, LoadExperiment, ResourceDef
+from kinfer.api.resources import RESOURCES, InferenceService, LoadExperiment, ResourceDef, Sweep
+from kinfer.api.sweep import SweepSpec, SweepStatus
 
 __all__ = [
     "API_VERSION",
@@ -26,6 +27,9 @@ __all__ = [
     "LoadExperimentStatus",
     "ManifestError",
     "ResourceDef",
+    "Sweep",
+    "SweepSpec",
+    "SweepStatus",
     "load_resources",
     "parse_resource",
 ]

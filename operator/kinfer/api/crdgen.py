@@ -67,6 +67,9 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         out.setdefault("type", "object")
     if "enum" in out and "type" not in out:
         out["type"] = "string"
+    if out.get("x-kubernetes-preserve-unknown-fields") and out.get("type") != "object":
+        out.pop("type", None)  # any JSON value (a sweep's matrix values): Kubernetes keeps it as given
+        return out
     if "type" not in out and not out.get("x-kubernetes-int-or-string"):
         raise ValueError(f"untyped schema node: {node}")
     return out

@@ -10,9 +10,9 @@ import yaml
 from pydantic import ValidationError
 
 from kinfer.api.common import API_VERSION
-from kinfer.api.resources import RESOURCES, InferenceService, LoadExperiment
+from kinfer.api.resources import RESOURCES, InferenceService, LoadExperiment, Sweep
 
-KinferResource = InferenceService | LoadExperiment
+KinferResource = InferenceService | LoadExperiment | Sweep
 
 
 class ManifestError(ValueError):
@@ -40,7 +40,7 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 
 def parse_resource(doc: dict[str, Any], source: str = "<input>") -> KinferResource:
-    """Validate one manifest document as an InferenceService or LoadExperiment."""
+    """Validate one manifest document as an InferenceService, a LoadExperiment or a Sweep."""
     kind = doc.get("kind")
     name = (doc.get("metadata") or {}).get("name", "<unnamed>")
     if kind not in RESOURCES:
@@ -55,7 +55,7 @@ def parse_resource(doc: dict[str, Any], source: str = "<input>") -> KinferResour
         resource = model.model_validate(doc)
     except ValidationError as exc:
         raise ManifestError(f"{source}: {kind} {name}: {describe_validation_error(exc)}") from None
-    assert isinstance(resource, InferenceService | LoadExperiment)
+    assert isinstance(resource, InferenceService | LoadExperiment | Sweep)
     return resource
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from kinfer.api.common import GROUP, Model
 from kinfer.api.inferenceservice import InferenceServiceSpec, InferenceServiceStatus
 from kinfer.api.loadexperiment import LoadExperimentSpec, LoadExperimentStatus
+from kinfer.api.sweep import INDEX_DIGITS, POINT_SUFFIX, SweepSpec, SweepStatus
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,14 @@ SERVICE_NAME = NameRule(
 #: A LoadExperiment names its Job ``<name>-loadgen`` (an indexed Job's name is a DNS label, at most 63).
 EXPERIMENT_NAME = NameRule(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", 55, "its generator Job is named <name>-loadgen (a DNS label of 63 at most)"
+)
+#: A Sweep names each point's InferenceService and LoadExperiment ``<name>-p<index>``: both rules above
+#: must hold for the longest index.
+SWEEP_NAME = NameRule(
+    SERVICE_NAME.pattern,
+    EXPERIMENT_NAME.max_length - len(POINT_SUFFIX) - INDEX_DIGITS,
+    "each point's InferenceService and LoadExperiment are named <name>-p<index> (a DNS label starting "
+    f"with a letter, and room for the LoadExperiment's -loadgen Job and a {INDEX_DIGITS}-digit index)",
 )
 
 
@@ -123,6 +132,13 @@ class LoadExperiment(Resource[LoadExperimentSpec, LoadExperimentStatus]):
     kind: Literal["LoadExperiment"] = "LoadExperiment"
 
 
+class Sweep(Resource[SweepSpec, SweepStatus]):
+    """kind Sweep."""
+
+    NAME_RULE = SWEEP_NAME
+    kind: Literal["Sweep"] = "Sweep"
+
+
 @dataclass(frozen=True)
 class PrinterColumn:
     """One ``kubectl get`` column."""
@@ -137,7 +153,7 @@ class PrinterColumn:
 
     def crd(self) -> dict[str, Any]:
         """The CRD's ``additionalPrinterColumns`` entry."""
-        column = {
+        column: dict[str, Any] = {
             "name": self.name,
             "type": self.type,
             "jsonPath": self.json_path,
@@ -223,4 +239,24 @@ LOAD_EXPERIMENT = ResourceDef(
     live_fields=("intensity", "stop"),
 )
 
-RESOURCES: dict[str, ResourceDef] = {d.kind: d for d in (INFERENCE_SERVICE, LOAD_EXPERIMENT)}
+SWEEP = ResourceDef(
+    kind="Sweep",
+    plural="sweeps",
+    singular="sweep",
+    short_names=("sweep",),
+    model=Sweep,
+    spec_model=SweepSpec,
+    status_model=SweepStatus,
+    columns=(
+        PrinterColumn("Phase", "string", ".status.phase", "Pending, Running, Succeeded or Failed."),
+        PrinterColumn("Done", "integer", ".status.done", "Points finished."),
+        PrinterColumn("Total", "integer", ".status.total", "Points in the matrix."),
+        PrinterColumn("Best", "number", ".status.best.value", "The best point's objective value."),
+        AGE,
+    ),
+    description="A design-space study: an InferenceService and a LoadExperiment run once per point of a "
+    "parameter matrix, one point at a time.",
+    name_rule=SWEEP_NAME,
+)
+
+RESOURCES: dict[str, ResourceDef] = {d.kind: d for d in (INFERENCE_SERVICE, LOAD_EXPERIMENT, SWEEP)}
