@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--interval", help="record interval, seconds (default 1)")
     rec.add_argument("--output", help="results directory (summary.json, records.csv, stages.csv)")
     rec.add_argument("--quiet", action="store_true", default=None, help="no per-record terminal line")
+    rec.add_argument("--server-metrics", metavar="URL[,URL...]",
+                     help="the target's pods' Prometheus /metrics, scraped every record for the server's "
+                     "CPU, memory and GPU (serverCPU, serverMemoryMB, serverGPUUtil, serverGPUMemoryMB)")  # fmt: skip
     rec.add_argument("--slo-p99-ms", type=float, help="exit 1 if the whole-run p99 exceeds this")
     rec.add_argument("--min-success-rate", type=float, help="exit 1 if completed/offered is below (0..1)")
     run = p.add_argument_group("process")

@@ -26,6 +26,7 @@ from kinfer.api.schedule import MAX_CONCURRENCY, Schedule, Stage, is_closed
 from kinfer.loadgen.arrivals import ArrivalKind
 from kinfer.loadgen.httpclient import Target
 from kinfer.loadgen.payloads import PayloadError, PayloadSpec, Protocol, load_bodies
+from kinfer.loadgen.server_resources import validate_urls
 
 DEFAULT_DURATION_S = 60.0
 #: Highest rate a capacity search may probe, requests/s (the control API's limit).
@@ -90,6 +91,9 @@ class LoadgenConfig:
     requests: int | None = None
     #: Images per request (``--protocol v2``: one BYTES tensor of shape [batch_size]).
     batch_size: int = 1
+    #: The target's pods' Prometheus ``/metrics`` URLs, scraped once per record for the server's
+    #: resources (replaced at run time by ``POST /api/server-metrics``).
+    server_metrics: tuple[str, ...] = ()
 
     @property
     def window_records(self) -> int:
@@ -251,6 +255,10 @@ def build_config(args: dict[str, Any], *, resolve: bool = True) -> LoadgenConfig
         raise ConfigError(f"--slo-p99-ms must be > 0, got {slo_p99!r}")
     output = args.get("output")
     worker_cpus = parse_cpus(args.get("worker_cpus"))
+    try:
+        server_metrics = tuple(validate_urls(args.get("server_metrics") or []))
+    except ValueError as exc:
+        raise ConfigError(f"--server-metrics: {exc}") from None
 
     return LoadgenConfig(
         url=url,
@@ -282,6 +290,7 @@ def build_config(args: dict[str, Any], *, resolve: bool = True) -> LoadgenConfig
         think_time=think or 0.0,
         requests=requests,
         batch_size=batch_size,
+        server_metrics=server_metrics,
         **(capacity or {}),
     )
 

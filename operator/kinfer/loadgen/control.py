@@ -1,7 +1,8 @@
 """The control API (aiohttp, on the generator's event loop) and the live dashboard.
 
 JSON endpoints (DESIGN.md §6): ``GET /api/status``, ``GET /api/records?since=N``,
-``POST /api/intensity {"rps": N|null}``, ``POST /api/stop``; the 2019 seed's URLs as aliases;
+``POST /api/intensity {"rps": N|null}``, ``POST /api/stop``, ``POST /api/server-metrics {"urls": [...]}``
+(the target's pods' /metrics, scraped per record); the 2019 seed's URLs as aliases;
 ``GET /metrics`` (Prometheus) and ``GET /`` (dashboard; its charting library is the ``plotly``
 package's bundled plotly.js, served at ``/static/plotly.min.js``).
 Bad requests answer 400 ``{"error": "..."}``.
@@ -36,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from kinfer.histograms import encode
 from kinfer.loadgen.metrics import registry_for
 from kinfer.loadgen.runner import Run, validate_rps
+from kinfer.loadgen.server_resources import validate_urls
 
 
 class BadRequest(Exception):
@@ -44,8 +46,8 @@ class BadRequest(Exception):
 
 #: The calls that change the run: the JSON API's POSTs and the seed's ``.do`` URLs that act.
 STATE_CHANGING = frozenset(
-    ("/api/intensity", "/api/stop", "/startOnlineQuery.do", "/setIntensity.do", "/stopOnlineQuery.do",
-     "/goOnlineQuery.do")
+    ("/api/intensity", "/api/stop", "/api/server-metrics", "/startOnlineQuery.do", "/setIntensity.do",
+     "/stopOnlineQuery.do", "/goOnlineQuery.do")
 )  # fmt: skip
 
 
@@ -147,6 +149,7 @@ class ControlServer:
         r.add_get("/api/records", self.records)
         r.add_post("/api/intensity", self.intensity)
         r.add_post("/api/stop", self.stop)
+        r.add_post("/api/server-metrics", self.server_metrics)
         r.add_get("/metrics", self.metrics)
         # the 2019 seed's URLs
         r.add_get("/startOnlineQuery.do", self.seed_set_intensity)
@@ -225,6 +228,22 @@ class ControlServer:
             raise BadRequest(str(exc)) from None
         self.run.set_intensity(rps)
         return web.json_response({"intensity": rps, "targetRPS": self._target()})
+
+    async def server_metrics(self, request: web.Request) -> web.Response:
+        """``{"urls": [...]}``: the target's pods' /metrics to scrape from the next record on (the
+        operator sends it when the target's pods change)."""
+        try:
+            body = json.loads(await request.text())
+        except ValueError:
+            raise BadRequest('body must be JSON: {"urls": ["http://pod:5000/metrics", ...]}') from None
+        if not isinstance(body, dict) or not isinstance(body.get("urls"), list):
+            raise BadRequest("body must be a JSON object with 'urls', a list of http(s) URLs")
+        try:
+            urls = validate_urls(body["urls"])
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        self.run.scraper.set_urls(urls)
+        return web.json_response({"urls": urls})
 
     async def stop(self, request: web.Request) -> web.Response:
         self.run.stop()

@@ -5,7 +5,10 @@ responses), ``errors``, ``dropped``, ``p50Ms``/``p99Ms``/``maxMs`` (latency from
 of the responses completed in the interval); over the last ``window`` records ``avgRPS``, ``avgQPS``,
 ``serviceRate`` = avgQPS/avgRPS and ``avg99thMs`` = mean of the per-record p99; ``imagesPerS`` is
 realQPS × the batch size, ``concurrency`` the closed loop's clients (empty in an open loop). Snapshots
-of several generator processes are merged exactly before anything is computed.
+of several generator processes are merged exactly before anything is computed. Each record also
+carries the target server's resources over its interval (``serverCPU`` cores, ``serverMemoryMB``,
+``serverGPUUtil`` %, ``serverGPUMemoryMB``; see :mod:`kinfer.loadgen.server_resources`), empty where
+nothing was measured; the run and each stage get their means over the records that have them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from typing import Any
 from kinfer.api.loadexperiment import RECORD_COLUMNS as RECORD_COLUMNS
 from kinfer.loadgen.engine import Snapshot
 from kinfer.loadgen.plan import RatePlan
+from kinfer.loadgen.server_resources import EMPTY, SERVER_FIELDS, ServerResources
 from kinfer.loadgen.stats import Bucket, latency_summary, max_ms, mean_ms, percentile_ms
+
+#: records.csv: DESIGN.md §9's columns first, then the server's resources.
+CSV_COLUMNS: tuple[str, ...] = RECORD_COLUMNS + tuple(f for f in SERVER_FIELDS if f not in RECORD_COLUMNS)
+#: summary.json's ``server`` keys, for the record fields of the same order.
+SERVER_SUMMARY_KEYS = ("cpu", "memoryMB", "gpuUtil", "gpuMemoryMB")
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
@@ -52,10 +61,13 @@ class Record:
     server_timing_ms: dict[str, float] = field(default_factory=dict)
     concurrency: int | None = None
     images_per_s: float = 0.0
+    server: ServerResources = EMPTY
+    #: The stage most of the interval's requests belonged to (``None``: nothing was sent).
+    stage: int | None = None
 
     def csv_values(self) -> dict[str, Any]:
         """The row for records.csv (empty cells where nothing was measured)."""
-        return {k: ("" if v is None else v) for k, v in self.to_json().items() if k in RECORD_COLUMNS}
+        return {k: ("" if v is None else v) for k, v in self.to_json().items() if k in CSV_COLUMNS}
 
     def to_json(self) -> dict[str, Any]:
         """The record as /api/records and /api/status show it (camelCase)."""
@@ -81,6 +93,7 @@ class Record:
             "serverTimingMs": {k: round(v, 3) for k, v in self.server_timing_ms.items()},
             "concurrency": self.concurrency,
             "imagesPerS": round(self.images_per_s, 3),
+            **self.server.to_json(),
         }
 
 
@@ -105,6 +118,10 @@ class Recorder:
         self.total = Bucket()
         self.stages: dict[int, Bucket] = {}
         self.listeners: list[Callable[[Record], None]] = []
+        #: The target server's resources for the record being emitted (``None``: not measured).
+        self.resources: Callable[[], ServerResources] | None = None
+        #: Per stage (and ``None``: the whole run), sums and counts of each resource field.
+        self._server_sums: dict[int | None, list[list[float]]] = {}
         self._recent: deque[Record] = deque(maxlen=self.window)
         self._pending: dict[int, list[Snapshot]] = {}
         self._final_index: dict[int, int] = {}
@@ -151,6 +168,10 @@ class Recorder:
         if final and merged.sent == merged.completed == merged.dropped == merged.error_count == 0:
             return  # nothing happened after the previous record
         duration = max(s.duration for s in snapshots)
+        activity: dict[int, int] = {}
+        for snap in snapshots:
+            for stage, bucket in snap.buckets.items():
+                activity[stage] = activity.get(stage, 0) + bucket.sent + bucket.completed + bucket.dropped
         record = Record(
             index=len(self.records),
             t=index * self.interval + duration,
@@ -169,12 +190,35 @@ class Recorder:
             server_timing_ms=merged.server_timing_means_ms(),
             concurrency=sum(s.concurrency for s in snapshots) if self.plan.closed else None,
             images_per_s=merged.completed * self.batch_size / self.interval,
+            server=self.resources() if self.resources is not None else EMPTY,
+            stage=max(activity, key=lambda k: (activity[k], k)) if activity else None,
         )
+        self._add_server(record)
         self._recent.append(record)
         window_aggregates(record, self._recent)
         self.records.append(record)
         for listener in self.listeners:
             listener(record)
+
+    def _add_server(self, record: Record) -> None:
+        values = (record.server.cpu_cores, record.server.memory_mb, record.server.gpu_util_pct,
+                  record.server.gpu_memory_mb)  # fmt: skip
+        for key in (None, record.stage) if record.stage is not None else (None,):
+            sums = self._server_sums.setdefault(key, [[0.0, 0.0] for _ in values])
+            for slot, value in zip(sums, values, strict=True):
+                if value is not None:
+                    slot[0] += value
+                    slot[1] += 1
+
+    def server_summary(self, stage: int | None = None) -> dict[str, float | None]:
+        """``{cpu, memoryMB, gpuUtil, gpuMemoryMB}``: means over the records (of ``stage``, or the whole
+        run) that have each value; ``None`` where none has."""
+        sums = self._server_sums.get(stage) or [[0.0, 0.0] for _ in SERVER_SUMMARY_KEYS]
+        digits = (3, 1, 1, 1)
+        return {
+            key: round(total / count, d) if count else None
+            for key, (total, count), d in zip(SERVER_SUMMARY_KEYS, sums, digits, strict=True)
+        }
 
     # -- summaries --------------------------------------------------------------------------------
 
@@ -203,6 +247,7 @@ class Recorder:
                     "dropped": b.dropped,
                     "latencyMs": _rounded(latency_summary(b.latency, b.latency_sum)),
                     "serviceRate": _round(b.completed / b.sent if b.sent else None, 4),
+                    "server": self.server_summary(index),
                 }
             )
         return out

@@ -1,5 +1,8 @@
 """The results directory: ``records.csv``, ``stages.csv`` and ``summary.json`` (DESIGN.md §9).
 
+records.csv has §9's columns first, then the server's resources per record (``serverCPU``,
+``serverMemoryMB``, ``serverGPUUtil``, ``serverGPUMemoryMB``); stages.csv ends with their per-stage means.
+
 Written as the run goes, so that an interrupted run (SIGINT/SIGTERM, a crashed target) loses nothing
 already measured: each record is appended to records.csv and flushed at once; summary.json and
 stages.csv are rewritten atomically (write a temporary file, then rename) after every record.
@@ -13,7 +16,8 @@ import json
 from pathlib import Path
 from typing import IO, Any
 
-from kinfer.loadgen.recorder import RECORD_COLUMNS, Record
+from kinfer.loadgen.recorder import CSV_COLUMNS, SERVER_SUMMARY_KEYS, Record
+from kinfer.loadgen.server_resources import SERVER_FIELDS
 
 STAGE_COLUMNS = (
     "index",
@@ -33,6 +37,7 @@ STAGE_COLUMNS = (
     "serviceRate",
     "requestsPerS",
     "imagesPerS",
+    *SERVER_FIELDS,
 )
 
 
@@ -56,6 +61,9 @@ def stage_rows(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"{name}Ms"] = lat.get(name)
         for key in ("serviceRate", "requestsPerS", "imagesPerS"):
             row[key] = s.get(key)
+        server = s.get("server") or {}
+        for column, key in zip(SERVER_FIELDS, SERVER_SUMMARY_KEYS, strict=True):
+            row[column] = server.get(key)
         rows.append({k: ("" if v is None else v) for k, v in row.items()})
     return rows
 
@@ -67,7 +75,7 @@ class ResultsWriter:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self._records: IO[str] = (directory / "records.csv").open("w", newline="", encoding="utf-8")
-        self._csv = csv.DictWriter(self._records, fieldnames=RECORD_COLUMNS, extrasaction="ignore")
+        self._csv = csv.DictWriter(self._records, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         self._csv.writeheader()
         self._records.flush()
 

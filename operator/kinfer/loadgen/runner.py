@@ -24,6 +24,7 @@ from kinfer.loadgen.engine import GeneratorSpec
 from kinfer.loadgen.plan import RatePlan
 from kinfer.loadgen.recorder import Record, Recorder, stage_rps
 from kinfer.loadgen.results import ResultsWriter
+from kinfer.loadgen.server_resources import ServerScraper
 from kinfer.loadgen.stats import latency_summary, max_ms, percentile_ms
 from kinfer.loadgen.workers import GeneratorGroup, LocalGroup, ProcessGroup
 
@@ -133,6 +134,9 @@ class Run:
             self._start_delay = START_DELAY_PROCESSES_S
         self.writer = ResultsWriter(config.output) if config.output is not None else None
         self.recorder.listeners.append(self._on_record)
+        #: The target's /metrics, scraped beside the generators (see :func:`serve`).
+        self.scraper = ServerScraper(config.server_metrics, config.interval)
+        self.recorder.resources = self.scraper.take
 
     # -- control ----------------------------------------------------------------------------------
 
@@ -281,6 +285,8 @@ class Run:
         out["latencyMs"] = _rounded(latency_summary(total.latency, total.latency_sum))
         out["stages"] = self.recorder.stage_summaries(self.stage_elapsed())
         out["records"] = len(self.recorder.records)
+        out["server"] = self.recorder.server_summary()
+        out["serverMetrics"] = {"urls": list(self.scraper.urls), "error": self.scraper.last_error}
         if self.error:
             out["error"] = self.error
         return out
@@ -337,6 +343,7 @@ class Run:
                 "message": None if verdict is None else verdict.message,
             },
             "serverTimingMs": self.recorder.server_timing_summary(),
+            "server": self.recorder.server_summary(),
             "records": len(self.recorder.records),
         }
 
@@ -385,8 +392,14 @@ async def serve(run: Run, *, handle_signals: bool = False) -> Run:
     if handle_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, run.stop)
+    scraping = asyncio.Event()
+    scraper = asyncio.create_task(run.scraper.run(lambda: run.t0, scraping))
     try:
-        await run.execute()
+        try:
+            await run.execute()
+        finally:
+            scraping.set()
+            await scraper
         await run.linger()
     finally:
         if handle_signals:

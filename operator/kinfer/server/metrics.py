@@ -4,6 +4,12 @@ Under gunicorn, ``kinfer serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh 
 worker starts, so each worker writes its samples to files and ``/metrics`` in any worker aggregates
 all of them (the master marks dead workers' files on ``child_exit``). Without that variable (unit
 tests, the Flask test client) the metrics live in the app's own registry.
+
+Resources are read at scrape time, for every worker: the worker answering ``/metrics`` reads each live
+worker's CPU time and resident memory from the OS (psutil, by the ``pid`` label of the aggregate) and
+the GPUs through NVML, and puts those readings in place of the values the workers last wrote. A
+generator scraping once per 1 s record therefore sees every worker's CPU counter as of that scrape,
+not as of each worker's last background sample (every 2 s, only so that an idle worker is listed).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 
 import psutil
 from prometheus_client import (
@@ -22,9 +29,16 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
-from kinfer.server.nvml import GpuSampler
+from kinfer.server.nvml import GpuSample, GpuSampler
 
+CPU_SECONDS = "kinfer_server_worker_cpu_seconds"
+MEMORY_BYTES = "kinfer_server_worker_resident_memory_bytes"
+GPU_UTILIZATION = "kinfer_server_gpu_utilization_ratio"
+GPU_MEMORY = "kinfer_server_gpu_memory_used_bytes"
 #: The stages of a request, in the order they happen and appear in ``Server-Timing``.
 STAGES = ("queue", "preprocess", "infer", "postprocess")
 #: ``server_timing``'s format: one ``%``-substitution instead of a formatted string per stage.
@@ -89,23 +103,27 @@ class ServerMetrics:
             multiprocess_mode="livesum", registry=reg,
         )  # fmt: skip
         self.cpu_seconds = Gauge(
-            "kinfer_server_worker_cpu_seconds", "CPU time (user+system) used by each worker process.",
+            CPU_SECONDS, "CPU time (user+system) used by each worker process.",
             multiprocess_mode="liveall", registry=reg,
         )  # fmt: skip
         self.memory_bytes = Gauge(
-            "kinfer_server_worker_resident_memory_bytes", "Resident memory of each worker process.",
+            MEMORY_BYTES, "Resident memory of each worker process.",
             multiprocess_mode="liveall", registry=reg,
         )  # fmt: skip
         # Every worker sees the same devices: the aggregate keeps one (the largest) reading per GPU.
         self.gpu_utilization = Gauge(
-            "kinfer_server_gpu_utilization_ratio", "Share of the last sample period a kernel ran on the GPU, 0-1.",
+            GPU_UTILIZATION, "Share of the last sample period a kernel ran on the GPU, 0-1.",
             ["gpu"], multiprocess_mode="max", registry=reg,
         )  # fmt: skip
         self.gpu_memory = Gauge(
-            "kinfer_server_gpu_memory_used_bytes", "GPU memory in use (all processes on the device).",
+            GPU_MEMORY, "GPU memory in use (all processes on the device).",
             ["gpu"], multiprocess_mode="max", registry=reg,
         )  # fmt: skip
         self._gpus = gpus
+        #: the GPUs' readings of the last sample (what a scrape reports for every worker)
+        self._gpu_readings: list[GpuSample] = []
+        #: other workers' processes, by pid, kept between scrapes (psutil checks a pid was not reused)
+        self._workers: dict[int, psutil.Process] = {}
         self._stage_children: dict[str, Histogram] = {}
         self._batch_child = self.batch_size.labels(model)
         #: batch sizes not yet written: a model call only queues its size (see ``observe_batch``)
@@ -162,7 +180,8 @@ class ServerMetrics:
         except psutil.Error:
             pass
         if self._gpus is not None:
-            for reading in self._gpus.sample():
+            self._gpu_readings = self._gpus.sample()
+            for reading in self._gpu_readings:
                 self.gpu_utilization.labels(reading.gpu).set(reading.utilization_ratio)
                 self.gpu_memory.labels(reading.gpu).set(reading.memory_used_bytes)
 
@@ -188,9 +207,69 @@ class ServerMetrics:
         self.flush_batches()
         if multiprocess_enabled():
             registry = CollectorRegistry()
-            prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            aggregate = prom_multiprocess.MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+            gpus = self._gpu_readings if self._gpus is not None and self._gpus.available else None
+            registry.register(ReadNow(aggregate, self._read_worker, gpus))
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+    def _read_worker(self, pid: int) -> tuple[float, int] | None:
+        """A worker's CPU seconds (user+system) and resident bytes now; ``None`` once it has exited."""
+        proc = self._workers.get(pid)
+        try:
+            if proc is None:
+                proc = self._workers[pid] = psutil.Process(pid)
+            with proc.oneshot():
+                cpu = proc.cpu_times()
+                return cpu.user + cpu.system, proc.memory_info().rss
+        except psutil.Error:
+            self._workers.pop(pid, None)
+            return None
+
+
+class ReadNow(Collector):
+    """The multiprocess aggregate with the resource gauges read at scrape time: each worker's CPU and
+    memory from ``read(pid)`` (a worker that has exited is left out), and the GPUs' series from
+    ``gpus`` (this scrape's NVML readings; ``None``: keep the aggregate, which is absent without a GPU).
+    The workers' files hold values up to one background period old; the GPU gauges' ``max`` over
+    workers would even report an old peak."""
+
+    def __init__(
+        self, inner: Collector, read: Callable[[int], tuple[float, int] | None], gpus: list[GpuSample] | None
+    ) -> None:
+        self._inner = inner
+        self._read = read
+        self._gpus = gpus
+
+    def collect(self) -> Iterable[Metric]:
+        readings: dict[int, tuple[float, int] | None] = {}  # one reading per worker and scrape
+        for metric in self._inner.collect():
+            if metric.name in (CPU_SECONDS, MEMORY_BYTES):
+                which = 0 if metric.name == CPU_SECONDS else 1
+                metric.samples = list(self._workers_now(metric.samples, which, readings))
+            elif self._gpus is not None and metric.name in (GPU_UTILIZATION, GPU_MEMORY):
+                metric.samples = [
+                    Sample(metric.name, {"gpu": g.gpu},
+                           g.utilization_ratio if metric.name == GPU_UTILIZATION else float(g.memory_used_bytes))
+                    for g in self._gpus
+                ]  # fmt: skip
+            yield metric
+
+    def _workers_now(
+        self, samples: list[Sample], which: int, readings: dict[int, tuple[float, int] | None]
+    ) -> Iterator[Sample]:
+        for sample in samples:
+            try:
+                pid = int(sample.labels.get("pid", ""))
+            except ValueError:
+                yield sample
+                continue
+            if pid not in readings:
+                readings[pid] = self._read(pid)
+            reading = readings[pid]
+            if reading is not None:
+                yield sample._replace(value=float(reading[which]))
 
 
 def mark_worker_dead(pid: int) -> None:
