@@ -22,6 +22,7 @@ number of chunks grows with the run (about 130 bytes per 1 s record compressed: 
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import re
@@ -155,10 +156,8 @@ def read_chunks(chunks: Sequence[Mapping[str, Any]]) -> Stored:
                 if k == len(chunks) - 1:
                     stored.tails[gen] = tail
             elif m := _SUMMARY_KEY.match(key):
-                try:
+                with contextlib.suppress(ValueError):
                     stored.summaries[int(m.group(1))] = json.loads(value)
-                except ValueError:
-                    pass
         stored.chunk = k
         stored.chunk_bytes = object_bytes(cm)
         stored.chunk_exists = True

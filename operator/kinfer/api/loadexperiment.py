@@ -68,6 +68,19 @@ class SLO(Model):
     )
 
 
+class ResultsSpec(Model):
+    """Where the generator writes its results directory (the operator keeps a copy either way)."""
+
+    volume_claim: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="An existing PersistentVolumeClaim mounted at the generator's results directory "
+        "(instead of an emptyDir).",
+    )
+
+
 class CapacitySearch(Model):
     """Capacity mode: probe rates to find the highest one meeting the SLO."""
 
@@ -159,6 +172,9 @@ class LoadExperimentSpec(Placement):
         default=DEFAULT_CONTROL_PORT, ge=1, le=65535, description="Generator control API port."
     )
     resources: Resources | None = Field(default=None, description="Generator CPU/memory.")
+    results: ResultsSpec | None = Field(
+        default=None, description="Where the generator's own results directory lives (results.volumeClaim)."
+    )
 
     @model_validator(mode="after")
     def _runnable(self) -> Self:

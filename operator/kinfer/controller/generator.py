@@ -16,7 +16,11 @@ TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 
 
 class Unreachable(Exception):
-    """A generator did not answer (or answered an error)."""
+    """A generator did not answer (or answered an error: ``status`` is its HTTP status)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def control_urls(pods: Sequence[Mapping[str, Any]], port: int) -> list[str]:
@@ -80,7 +84,8 @@ class Generators:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
             async with self._client().request(method, url, json=body, headers=headers) as response:
                 if response.status >= 400:
-                    raise Unreachable(f"{method} {url}: HTTP {response.status}: {await response.text()}")
+                    text = await response.text()
+                    raise Unreachable(f"{method} {url}: HTTP {response.status}: {text}", response.status)
                 data: dict[str, Any] = await response.json()
                 return data
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -89,6 +94,26 @@ class Generators:
     async def status(self, base: str, histograms: bool = False) -> dict[str, Any]:
         """``GET /api/status`` (with the encoded latency histograms, for merging several pods exactly)."""
         return await self._call("GET", f"{base}/api/status" + ("?histograms=1" if histograms else ""))
+
+    async def records(self, base: str, since: int) -> dict[str, Any]:
+        """``GET /api/records?since=N``: the records from index N on (``next``: where the next call starts)."""
+        return await self._call("GET", f"{base}/api/records?since={max(0, int(since))}")
+
+    async def final(self, base: str, histograms: bool = False) -> dict[str, Any]:
+        """``GET /api/status?summary=1``: the status with the full ``summary`` (DESIGN §9) as it stands."""
+        return await self._call("GET", f"{base}/api/status?summary=1" + ("&histograms=1" if histograms else ""))
+
+    async def server_metrics(self, base: str, urls: Sequence[str]) -> bool:
+        """``POST /api/server-metrics {"urls": [...]}``: where the target's ``/metrics`` are, so each
+        record carries the server's resources. ``False`` when the generator is older and has no such
+        endpoint (HTTP 404)."""
+        try:
+            await self._call("POST", f"{base}/api/server-metrics", {"urls": list(urls)})
+        except Unreachable as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     async def set_intensity(self, base: str, rps: float | None) -> dict[str, Any]:
         """``POST /api/intensity {"rps": rps}`` (``None``: back to the schedule)."""

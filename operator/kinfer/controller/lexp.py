@@ -23,14 +23,17 @@ from pydantic import ValidationError
 
 from kinfer.api import GROUP, VERSION, LoadExperiment, LoadExperimentStatus
 from kinfer.api.manifests import describe_validation_error
+from kinfer.controller import isvc_build
 from kinfer.controller import lexp_build as build
 from kinfer.controller import lexp_status as merge
+from kinfer.controller import results as keep
 from kinfer.controller.conditions import differs, find, set_condition
 from kinfer.controller.generator import Generators, Unreachable, control_targets, control_urls
 from kinfer.controller.kube import CONFIGMAP, ISVC, JOB, LEXP, POD, SECRET, KubeError, NotOwned
 from kinfer.controller.meta import EXPERIMENT_LABEL
 from kinfer.controller.phases import Observation, Phase, next_phase
 from kinfer.controller.runtime import REGISTRY, Runtime, event, runtime
+from kinfer.stored_results import Stored
 
 log = logging.getLogger("kinfer.operator.loadexperiment")
 RESOURCE = (GROUP, VERSION, "loadexperiments")
@@ -78,6 +81,14 @@ class RunState:
     """Every generator pod of the Job is still Pending (none has started)."""
     by_index: dict[int, dict[str, Any]] = field(default_factory=dict)
     """The last snapshot of each generator (completion index): finished ones keep their final numbers."""
+    targets: dict[int, str] = field(default_factory=dict)
+    """Completion index → control URL of the generators running now."""
+    keeper: keep.ResultsKeeper | None = None
+    """Stores the records in the cluster as they come (recovers where it was after a restart)."""
+    server_urls: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Control URL → the target's /metrics URLs last pushed to that generator."""
+    no_server_metrics: bool = False
+    """A generator answered 404 to ``POST /api/server-metrics`` (an older image; logged once)."""
 
 
 class Experiment:
@@ -222,9 +233,11 @@ class Experiment:
         targets = control_targets(pods, lexp.spec.control_port)
         urls = list(targets.values())
         self.state.urls = urls
+        self.state.targets = targets
         self.rt.generators[(self.ns, self.name)] = (urls, self.gens.token)
         several = lexp.spec.parallelism > 1  # exact merging needs each pod's histograms
-        results = await asyncio.gather(*(self.gens.status(u, several) for u in urls), return_exceptions=True)
+        # with the full summary: stored with the records, it outlives a generator that is killed
+        results = await asyncio.gather(*(self.gens.final(u, several) for u in urls), return_exceptions=True)
         snapshots = [r for r in results if isinstance(r, dict)]
         errors = [str(r) for r in results if isinstance(r, BaseException)]
         for exc in results:
@@ -252,6 +265,8 @@ class Experiment:
             urls, snapshots, errors = await self.poll(lexp, job)
         except Unreachable as exc:
             urls, snapshots, errors = self.state.urls, [], [str(exc)]
+        await self.keep_results(lexp)
+        await self.push_server_metrics(lexp)
         expected = lexp.spec.parallelism
         covered = len(self.state.by_index)
         # Numbers and the phase come from every generator or from none: half the pods is not half a run.
@@ -327,6 +342,9 @@ class Experiment:
             incomplete = "the generators' final numbers could not be read: numbers up to the last record read"
         elif snapshot is None:
             incomplete = "built from the last status: the generators had ended when it was read"
+        finals = None
+        if snapshot is not None:
+            finals = [self.state.by_index[i].get("summary") for i in sorted(self.state.by_index)]
         if snapshot is None:
             snapshot = self.state.last
         if snapshot is None:  # nothing read this run (e.g. restarted after the generator exited)
@@ -336,7 +354,16 @@ class Experiment:
         status["phase"] = phase.value
         status["stage"] = None
         status["targetRPS"] = 0.0
-        summary = merge.summary(snapshot, lexp.spec.slo, self.status.get("targetURL"))
+        stored = await self.keep_results(lexp, final=True)
+        generator_summaries = [f for f in finals or [] if isinstance(f, dict)]
+        hists = [h for _, s in sorted(self.state.by_index.items()) if isinstance(h := s.get("histograms"), dict)]
+        summary, source = keep.final_summary(
+            lexp, phase.value, generator_summaries, hists, stored, snapshot, self.status.get("targetURL")
+        )
+        if source == "stored":
+            why = "the summary is built from the records and summaries stored during the run"
+            lost = "the generators' final summaries were not read"
+            incomplete = f"{incomplete}; {why}" if incomplete else f"{lost}: {why}"
         if incomplete:
             summary["incomplete"] = True
             summary["incompleteReason"] = incomplete
@@ -347,6 +374,8 @@ class Experiment:
             "job": build.job_name(self.name),
             "path": build.RESULTS_DIR,
         }
+        log.info("%s/%s: results stored (%d records, summary from %s)", self.ns, self.name,
+                 summary.get("records") or 0, source)  # fmt: skip
         verdict = merge.verdict(lexp.spec.slo, snapshot)
         if phase is Phase.FAILED:
             reason = "GeneratorFailed" if job is not None else "JobMissing"
@@ -366,6 +395,54 @@ class Experiment:
             with contextlib.suppress(Unreachable):
                 await self.gens.stop(url)
 
+
+    async def keep_results(self, lexp: LoadExperiment, final: bool = False) -> Stored:
+        """Store the records the generators have not handed over yet (one ConfigMap write at most);
+        what is stored. A failed write is logged and retried next round (the generator still has them)."""
+        if self.state.keeper is None:
+            self.state.keeper = keep.ResultsKeeper(self.rt.kube, lexp)
+        keeper = self.state.keeper
+        summaries = {
+            i: s["summary"] for i, s in self.state.by_index.items() if isinstance(s.get("summary"), dict)
+        }
+        try:
+            await keeper.pull(self.gens, self.state.targets, summaries, final=final)
+        except KubeError as exc:
+            if exc.permanent:
+                raise
+            log.warning("%s/%s: cannot store records (retried next round): %s", self.ns, self.name, exc)
+        return await keeper.recover()
+
+    async def push_server_metrics(self, lexp: LoadExperiment) -> None:
+        """Tell each generator where the target InferenceService's pods serve ``/metrics`` (ready pods
+        it owns, its port), whenever that list changes or a generator is new (restarted)."""
+        name = lexp.spec.target.service
+        if name is None or not self.state.targets or self.state.no_server_metrics:
+            return
+        isvc = await self.rt.kube.get(ISVC, self.ns, name)
+        if isvc is None:
+            return
+        uid = (isvc.get("metadata") or {}).get("uid")
+        port = int((isvc.get("spec") or {}).get("port") or 5000)
+        pods = await self.rt.kube.list(POD, self.ns, isvc_build.selector(name), owner_uid=uid)
+        urls = tuple(sorted(
+            f"http://{ip}:{port}/metrics"
+            for pod in pods
+            if isvc_build.is_ready(pod) and (ip := (pod.get("status") or {}).get("podIP"))
+        ))  # fmt: skip
+        for base in self.state.targets.values():
+            if self.state.server_urls.get(base) == urls:
+                continue
+            try:
+                if not await self.gens.server_metrics(base, urls):
+                    self.state.no_server_metrics = True
+                    log.info("%s/%s: the generator has no POST /api/server-metrics (an older image): the "
+                             "records carry no server resources", self.ns, self.name)  # fmt: skip
+                    return
+            except Unreachable as exc:
+                log.debug("%s/%s: server metrics not pushed: %s", self.ns, self.name, exc)
+                continue
+            self.state.server_urls[base] = urls
 
     async def generator_endings(self, job: Mapping[str, Any] | None) -> list[str]:
         """How failed generator pods ended: ``pod P: exit code 137 (Error)`` (a kubelet's words)."""

@@ -228,6 +228,15 @@ def active_deadline(lexp: LoadExperiment, settings: Settings) -> int | None:
     return math.ceil(once * attempts)
 
 
+def results_volume(lexp: LoadExperiment) -> dict[str, Any]:
+    """The generator's results directory: the user's PersistentVolumeClaim (``spec.results.volumeClaim``)
+    or an emptyDir (the operator keeps its own copy of the results either way)."""
+    claim = lexp.spec.results.volume_claim if lexp.spec.results is not None else None
+    if claim:
+        return {"name": "results", "persistentVolumeClaim": {"claimName": claim}}
+    return {"name": "results", "emptyDir": {}}
+
+
 def build_job(lexp: LoadExperiment, url: str, settings: Settings) -> dict[str, Any]:
     """The generator Job ``<name>-loadgen``: ``parallelism`` pods, each sending its share."""
     spec = lexp.spec
@@ -271,7 +280,7 @@ def build_job(lexp: LoadExperiment, url: str, settings: Settings) -> dict[str, A
         "automountServiceAccountToken": False,  # the generator never calls the API
         "volumes": [
             {"name": "schedule", "configMap": {"name": schedule_name(lexp.name)}},
-            {"name": "results", "emptyDir": {}},
+            results_volume(lexp),
         ],
     }
     if spec.node_name:
@@ -313,8 +322,22 @@ def job_finished(job: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+def build_records_configmap(
+    lexp: LoadExperiment, name: str, data: Mapping[str, str | None], binary: Mapping[str, str]
+) -> dict[str, Any]:
+    """A ConfigMap of stored records (``<name>-results-<k>``, layout in :mod:`kinfer.stored_results`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(lexp, name),
+        "data": {k: v for k, v in data.items() if v is not None},
+        "binaryData": dict(binary),
+    }
+
+
 def build_results_configmap(lexp: LoadExperiment, summary: Mapping[str, Any]) -> dict[str, Any]:
-    """ConfigMap ``<name>-results`` with ``summary.json`` (the full series stays in the generator's dir)."""
+    """ConfigMap ``<name>-results`` with ``summary.json`` (DESIGN §9; the records are in
+    ``<name>-results-<k>``)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
