@@ -18,6 +18,7 @@ from typing import Any
 
 from kinfer.api import InferenceService, KinferResource, LoadExperiment, ManifestError
 from kinfer.api.commands import GeneratorPlacement, loadgen_args, serve_args
+from kinfer.local.limits import ServerLimits, pinned_argv, server_limits, usable_cores
 
 LOOPBACK = "127.0.0.1"
 
@@ -37,6 +38,13 @@ class ServerPlan:
     env: dict[str, str]
     balancer_port: int | None
     ignored: tuple[str, ...]
+    #: Per-replica CPU cores and GPU devices (:mod:`kinfer.local.limits`).
+    limits: ServerLimits | None = None
+
+    def env_for(self, index: int) -> dict[str, str]:
+        """The environment of replica ``index``: ``env`` with its own ``CUDA_VISIBLE_DEVICES``."""
+        devices = self.limits.replicas[index].gpu_devices if self.limits else None
+        return self.env if devices is None else {**self.env, "CUDA_VISIBLE_DEVICES": devices}
 
     @property
     def url(self) -> str:
@@ -134,7 +142,11 @@ def ignored_server_fields(svc: InferenceService) -> list[str]:
         if unused:
             out.append("volumes (only model and dataset paths are read from hostPath): " + ", ".join(unused))
     if spec.resources:
-        out.append("resources")
+        limits = spec.resources.limits
+        others = ["requests"] if spec.resources.requests else []
+        others += ["limits.memory"] if limits and limits.memory is not None else []
+        if others:
+            out.append("resources." + ", resources.".join(others) + " (only limits.cpu is enforced)")
     if spec.gpu and spec.gpu.count:
         out.append(f"gpu.count {spec.gpu.count} (use gpu.devices to pin locally)")
     return out
@@ -181,8 +193,12 @@ def build_plan(
     results_for: Callable[[str], Path],
     dashboard_port: int | None,
     base: Path,
+    cores: Sequence[int] | None = None,
 ) -> Plan:
-    """Assign ports and argv to every resource; ``ManifestError`` names an unusable reference."""
+    """Assign ports and argv to every resource; ``ManifestError`` names an unusable reference.
+
+    ``cores`` are the CPUs replicas are pinned within (default: this process's affinity).
+    """
     services = [r for r in resources if isinstance(r, InferenceService)]
     experiments = [r for r in resources if isinstance(r, LoadExperiment)]
     by_name: dict[tuple[str, str], ServerPlan] = {}
@@ -197,13 +213,18 @@ def build_plan(
         env = {}
         if svc.spec.gpu and svc.spec.gpu.devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = svc.spec.gpu.devices
+        limits = server_limits(svc, usable_cores() if cores is None else cores)
         plan = ServerPlan(
             name=svc.name,
             replica_ports=replica_ports,
-            argv=tuple(tuple(server_argv(svc, p, base)) for p in replica_ports),
+            argv=tuple(
+                tuple(pinned_argv(server_argv(svc, p, base), r.cores))
+                for p, r in zip(replica_ports, limits.replicas, strict=True)
+            ),
             env=env,
             balancer_port=next(ports) if svc.spec.replicas > 1 else None,
             ignored=tuple(ignored_server_fields(svc)),
+            limits=limits,
         )
         by_name[key] = plan
         server_plans.append(plan)
@@ -240,5 +261,6 @@ def build_plan(
             )
         )
     notes = [f"InferenceService {s.name}: ignored locally: {i}" for s in server_plans for i in s.ignored]
+    notes += [f"InferenceService {s.name}: {n}" for s in server_plans if s.limits for n in s.limits.notes]
     notes += [f"LoadExperiment {e.name}: ignored locally: {i}" for e in exp_plans for i in e.ignored]
     return Plan(servers=tuple(server_plans), experiments=tuple(exp_plans), notes=tuple(notes))

@@ -23,6 +23,7 @@ import aiohttp
 from kinfer.api.slo import Verdict, capacity_verdict, evaluate, latency_from_summary, success_text
 from kinfer.local import monitor, processes, view
 from kinfer.local.balancer import RandomBalancer
+from kinfer.local.limits import write_limits
 from kinfer.local.plan import LOOPBACK, ExperimentPlan, Plan
 
 READY_TIMEOUT_S = 180.0
@@ -129,7 +130,7 @@ class Runner:
             for index, argv in enumerate(server.argv):
                 label = f"InferenceService {server.name} replica {index}"
                 log = self.logs / f"{server.name}-{index}.log"
-                children.append(await processes.start(label, list(argv), server.env, log))
+                children.append(await processes.start(label, list(argv), server.env_for(index), log))
             self.servers[server.name] = children
         waits = []
         for server in self.plan.servers:
@@ -310,6 +311,10 @@ async def run(plan: Plan, logs: Path, console: Any, live_view: bool) -> RunOutco
         if balancer is not None:
             spread = {"backends": balancer.backends, "requests": balancer.counts}
             (exp.results_dir / "balancer.json").write_text(json.dumps(spread, indent=2))
+        server_plan = next((s for s in plan.servers if s.name == exp.target_service), None)
+        if server_plan is not None and server_plan.limits is not None and server_plan.limits.describe():
+            write_limits(exp.results_dir, server_plan.limits.describe())
+            summary = _read_summary(exp.results_dir) or summary
         service_samples = [s for s in runner.samples if s.service == exp.target_service]
         if service_samples:
             monitor.write_samples(exp.results_dir / "server_resources.csv", service_samples, started)
