@@ -2,7 +2,9 @@
 
     kubectl kinfer intensity NAME RPS      set spec.intensity (RPS "schedule" or "-" removes it)
     kubectl kinfer top NAME [--once]       live table of the experiment's status
-    kubectl kinfer report NAME             per-stage table, SLO verdict, where the results are
+    kubectl kinfer report NAME [--output DIR]
+                                           per-stage table, SLO verdict; with --output the results
+                                           directory rebuilt from what the operator stored
 
 Going through the real ``kubectl`` keeps the user's kubeconfig, context and credentials exactly as
 kubectl resolves them (``$KUBECONFIG``, exec plugins). Exit codes: 0 ok, 1 SLO not met (report),
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console, Group
@@ -179,8 +182,28 @@ def report(obj: Mapping[str, Any], console: Console) -> int:
             where.append(f"ConfigMap {results['configMap']} (summary.json)")
         if results.get("job"):
             where.append(f"Job {results['job']}, directory {results.get('path', '/results')} in its pod(s)")
+        where.append(f"records stored in the cluster: kubectl kinfer report {obj['metadata']['name']} --output DIR")
         console.print("results: " + "; ".join(where))
     return EXIT_SLO_FAILED if slo is not None and slo.get("status") == "False" else EXIT_OK
+
+
+def report_command(name: str, namespace: str | None, output: str | None, console: Console) -> int:
+    """``report``: the stage table and verdict; with ``--output`` first the results directory, rebuilt
+    from the ConfigMaps the operator stored (:mod:`kinfer.plugin_report`)."""
+    obj = get_experiment(name, namespace)
+    if output is not None:
+        from kinfer.plugin_report import NoResults, report_to_directory  # matplotlib only when writing
+
+        def configmaps() -> list[dict[str, Any]]:
+            found = json.loads(kubectl(["get", "configmap", "-l", f"kinfer.dev/experiment={name}", "-o", "json"],
+                                      namespace))  # fmt: skip
+            return list(found.get("items") or [])
+
+        try:
+            report_to_directory(name, Path(output), lambda: obj, configmaps, console.print)
+        except NoResults as exc:
+            raise PluginError(f"kubectl kinfer report: {exc}") from None
+    return report(obj, console)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=1.0, help="refresh period, seconds")
     p = sub.add_parser("report", parents=[common], help="stage table, SLO verdict, results")
     p.add_argument("name")
+    p.add_argument("--output", metavar="DIR", help="write the results directory (summary.json, records.csv, ...)")
     return parser
 
 
@@ -226,7 +250,7 @@ def run(argv: Sequence[str], console: Console) -> int:
                     if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Stopped"):
                         return EXIT_OK
         case "report":
-            return report(get_experiment(args.name, namespace), console)
+            return report_command(args.name, namespace, args.output, console)
     raise PluginError(f"unknown command {args.command!r}")
 
 

@@ -20,6 +20,7 @@ import aiohttp
 import yaml
 
 from kinfer.controller.settings import Settings
+from kinfer.stored_results import chunk_name, read_chunks
 from tests.e2e.operator_harness import (
     Kubelet,
     condition,
@@ -178,6 +179,36 @@ async def test_experiment_live_status_intensity_restart_and_completion(
                 "succeeded") == 1, timeout_s=10)
             _, out, _ = await cluster.kubectl("get", "lexp", "mobilenet-load")
             assert columns(out)[0]["PHASE"] == "Succeeded"
+
+            # The operator stored every record as the run went, across its own restart (each generator's
+            # ``since`` recovered from the stored chunks: no gap, no duplicate), and the full §9 summary.
+            stored = read_chunks(stored_chunks(cluster, "mobilenet-load"))
+            indices = sorted(stored.records[0])
+            assert len(indices) >= 20 and indices == list(range(len(indices))), indices
+            summary = json.loads(cluster.get("configmaps", "mobilenet-load-results")["data"]["summary.json"])
+            for key in ("durationS", "achievedRPS", "serviceTimeMs", "sendLagMs", "latencyMs", "stages", "slo"):
+                assert summary.get(key) not in (None, {}), (key, summary)
+            assert summary["source"] == "generators" and not summary.get("incomplete"), summary
+            assert summary["records"] == len(indices) and summary["latencyMs"]["p99"] > 0
+
+            # kubectl kinfer report --output: the generator's own results directory, rebuilt from the cluster.
+            out_dir = tmp_path / "report"
+            rc, out, err = await plugin(cluster, "report", "mobilenet-load", "--output", str(out_dir))
+            assert rc == 0, err
+            [own] = kubelet.workdir.glob("pods/mobilenet-load-loadgen*/volumes/results")
+            assert sorted(p.name for p in out_dir.iterdir()) == sorted(p.name for p in own.iterdir())
+            ours = (out_dir / "records.csv").read_text().splitlines()
+            theirs = (own / "records.csv").read_text().splitlines()
+            assert ours[0] == theirs[0] and len(ours) == len(theirs) == len(indices) + 1
+            assert json.loads((out_dir / "summary.json").read_text())["sent"] == summary["sent"]
+
+
+def stored_chunks(cluster: Cluster, name: str) -> list[dict[str, Any]]:
+    """The experiment's stored record chunks, in order."""
+    chunks = []
+    while (cm := cluster.get("configmaps", chunk_name(name, len(chunks)))) is not None:
+        chunks.append(cm)
+    return chunks
 
 
 def _intensity_is(kubelet: Kubelet, value: float | None) -> Any:

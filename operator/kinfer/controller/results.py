@@ -115,7 +115,7 @@ def merge_summaries(
 
 
 def server_resources(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The target's resources over the run from the records: mean CPU (cores) and GPU %, largest memory."""
+    """The target's resources over the run from the records: the means of CPU (cores), memory, GPU %, GPU memory."""
 
     def values(key: str) -> list[float]:
         return [v for r in records if (v := _num(r.get(key))) is not None]
@@ -123,13 +123,11 @@ def server_resources(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | N
     cpu, mem, gpu, gmem = (values(k) for k in ("serverCPU", "serverMemoryMB", "serverGPUUtil", "serverGPUMemoryMB"))
     if not (cpu or mem or gpu or gmem):
         return None
-    return {
-        "cpu": round(sum(cpu) / len(cpu), 3) if cpu else None,
-        "cpuMax": max(cpu) if cpu else None,
-        "memoryMB": max(mem) if mem else None,
-        "gpuUtil": round(sum(gpu) / len(gpu), 2) if gpu else None,
-        "gpuMemoryMB": max(gmem) if gmem else None,
-    }
+    def mean(values: list[float], digits: int) -> float | None:
+        return round(sum(values) / len(values), digits) if values else None
+
+    # the keys and rounding of the generator's own summary.json ``server``
+    return {"cpu": mean(cpu, 3), "memoryMB": mean(mem, 1), "gpuUtil": mean(gpu, 1), "gpuMemoryMB": mean(gmem, 1)}
 
 
 def final_summary(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -82,6 +83,12 @@ class ResultsWriter:
     def append_record(self, record: Record) -> None:
         """Append one row to records.csv and flush it to the OS."""
         self._csv.writerow(record.csv_values())
+        self._records.flush()
+
+    def append_row(self, record: Mapping[str, Any]) -> None:
+        """Append one row from a record as ``GET /api/records`` shows it (``kubectl kinfer report``
+        rebuilds records.csv from the records the operator stored)."""
+        self._csv.writerow({k: ("" if record.get(k) is None else record[k]) for k in CSV_COLUMNS})
         self._records.flush()
 
     def write_summary(self, summary: dict[str, Any]) -> None:
