@@ -3,8 +3,9 @@
 JSON endpoints (DESIGN.md §6): ``GET /api/status``, ``GET /api/records?since=N``,
 ``POST /api/intensity {"rps": N|null}``, ``POST /api/stop``, ``POST /api/server-metrics {"urls": [...]}``
 (the target's pods' /metrics, scraped per record); the 2019 seed's URLs as aliases;
-``GET /metrics`` (Prometheus) and ``GET /`` (dashboard; its charting library is the ``plotly``
-package's bundled plotly.js, served at ``/static/plotly.min.js``).
+``GET /metrics`` (Prometheus), ``GET /api/results.zip`` (the results directory as written so far) and
+``GET /`` (dashboard; its charting library is the ``plotly`` package's bundled plotly.js, served at
+``/static/plotly.min.js``).
 Bad requests answer 400 ``{"error": "..."}``.
 
 Every state-changing call (``POST /api/intensity``, ``POST /api/stop`` and the seed's ``.do`` URLs
@@ -17,17 +18,23 @@ that set, start or stop) is guarded:
   the same header); 401 otherwise, compared in constant time. Without a token the API listens on
   loopback only (``kinfer.loadgen.config.control_args``).
 
-Reads (status, records, metrics, the dashboard page) stay open. The dashboard takes the token from its
-own URL (``/?token=...``) and sends it with its controls.
+Reads (status, records, metrics, the results zip, the dashboard page) stay open: they change nothing
+and show the numbers the status already shows. The dashboard takes the token from its own URL
+(``/#token=...``, kept out of server logs and Referer headers, or ``/?token=...``) and sends it with its
+controls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
+import io
 import json
 import math
+import zipfile
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -147,6 +154,7 @@ class ControlServer:
         r.add_get("/static/plotly.min.js", self.plotly)
         r.add_get("/api/status", self.status)
         r.add_get("/api/records", self.records)
+        r.add_get("/api/results.zip", self.results_zip)
         r.add_post("/api/intensity", self.intensity)
         r.add_post("/api/stop", self.stop)
         r.add_post("/api/server-metrics", self.server_metrics)
@@ -213,6 +221,19 @@ class ControlServer:
                 "next": since + len(records),
                 "phase": self.run.phase.value,
             }
+        )
+
+    async def results_zip(self, request: web.Request) -> web.Response:
+        """The results directory as a zip: what is written so far (records.csv grows by one flushed row
+        per record, so a running run's zip holds every record up to now)."""
+        directory = self.run.config.output
+        if directory is None or not directory.is_dir():
+            return web.json_response({"error": "this run writes no results directory (no --output)"}, status=404)
+        body = await asyncio.to_thread(zip_directory, directory)
+        return web.Response(
+            body=body,
+            content_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{directory.name or "results"}.zip"'},
         )
 
     async def intensity(self, request: web.Request) -> web.Response:
@@ -283,6 +304,19 @@ class ControlServer:
 
     def _target(self) -> float:
         return round(self.run.plan.target(self.run.elapsed()), 3)
+
+
+def zip_directory(directory: Path) -> bytes:
+    """Every file under ``directory`` (the results: summary.json, records.csv, stages.csv, plots,
+    report.html), stored under the directory's name; the writer's half-written temporary files are left
+    out (their finished versions are already there)."""
+    buf = io.BytesIO()
+    root = directory.name or "results"
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file() and not path.name.endswith(".tmp"):
+                archive.write(path, f"{root}/{path.relative_to(directory).as_posix()}")
+    return buf.getvalue()
 
 
 def _finite(value: Any) -> Any:
