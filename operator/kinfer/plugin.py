@@ -5,6 +5,8 @@
     kubectl kinfer report NAME [--output DIR]
                                            per-stage table, SLO verdict; with --output the results
                                            directory rebuilt from what the operator stored
+    kubectl kinfer dashboard NAME [--port P]
+                                           port-forward to a generator's live dashboard, print its URL
 
 Going through the real ``kubectl`` keeps the user's kubeconfig, context and credentials exactly as
 kubectl resolves them (``$KUBECONFIG``, exec plugins). Exit codes: 0 ok, 1 SLO not met (report),
@@ -16,9 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +32,10 @@ from typing import Any, NoReturn
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+
+from kinfer.api.loadexperiment import LoadExperimentSpec
+from kinfer.controller.lexp_build import control_secret_name, job_name, secret_token
+from kinfer.controller.meta import EXPERIMENT_LABEL
 
 EXIT_OK, EXIT_SLO_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 RESOURCE = "loadexperiments.kinfer.dev"
@@ -187,6 +196,95 @@ def report(obj: Mapping[str, Any], console: Console) -> int:
     return EXIT_SLO_FAILED if slo is not None and slo.get("status") == "False" else EXIT_OK
 
 
+# --- dashboard: a port-forward to a generator's control API ---------------------------------------
+
+#: kubectl port-forward's line once it listens: ``Forwarding from 127.0.0.1:PORT -> REMOTE``.
+FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) ->")
+
+
+def control_token(name: str, namespace: str | None) -> str:
+    """The token of the experiment's Secret ``<name>-control`` (the operator creates it with the Job)."""
+    secret_name = control_secret_name(name)
+    try:
+        secret = json.loads(kubectl(["get", "secret", secret_name, "-o", "json"], namespace))
+    except PluginError as exc:
+        raise PluginError(f"kubectl kinfer dashboard: no control token for loadexperiment/{name}: {exc}") from None
+    token = secret_token(secret)
+    if not token:
+        raise PluginError(f"kubectl kinfer dashboard: Secret {secret_name} holds no control token")
+    return token
+
+
+def running_generator(name: str, pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """A running generator pod of the experiment's Job (ready ones first, then by name), or ``None``."""
+    job = job_name(name)
+    candidates = []
+    for pod in pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        owned = any(o.get("kind") == "Job" and o.get("name") == job for o in meta.get("ownerReferences") or [])
+        if not owned or status.get("phase") != "Running" or meta.get("deletionTimestamp"):
+            continue
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        candidates.append((not ready, str(meta.get("name"))))
+    return min(candidates)[1] if candidates else None
+
+
+def dashboard_url(port: int, token: str) -> str:
+    """The local dashboard address; the token rides in the fragment, which the browser never sends."""
+    return f"http://127.0.0.1:{port}/#token={token}"
+
+
+def _drain(stream: Any, keep: list[str]) -> None:
+    """Read a pipe to its end (a full pipe would stall kubectl), keeping the last lines."""
+    for line in stream:
+        keep.append(line)
+        del keep[:-20]
+
+
+def dashboard(name: str, namespace: str | None, port: int, console: Console) -> int:
+    """Port-forward to a running generator of ``name`` and print the dashboard's URL; until Ctrl-C."""
+    obj = get_experiment(name, namespace)  # a clear "not found" first
+    remote = int((obj.get("spec") or {}).get("controlPort") or LoadExperimentSpec.model_fields["control_port"].default)
+    pods = json.loads(kubectl(["get", "pods", "-l", f"{EXPERIMENT_LABEL}={name}", "-o", "json"], namespace))
+    pod = running_generator(name, pods.get("items") or [])
+    if pod is None:
+        phase = (obj.get("status") or {}).get("phase", "Pending")
+        raise PluginError(
+            f"kubectl kinfer dashboard: loadexperiment/{name} has no running generator pod (phase {phase})"
+        )
+    token = control_token(name, namespace)
+    cmd = [kubectl_binary(), *(["--namespace", namespace] if namespace else []), "port-forward",
+           f"pod/{pod}", f"{port or ''}:{remote}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    errors: list[str] = []
+    threading.Thread(target=_drain, args=(proc.stderr, errors), daemon=True).start()
+    try:
+        local = None
+        for line in proc.stdout:
+            if match := FORWARDING.search(line):
+                local = int(match.group(1))
+                break
+        if local is None:
+            proc.wait()
+            raise PluginError(f"kubectl kinfer dashboard: kubectl port-forward failed: {''.join(errors).strip()}")
+        threading.Thread(target=_drain, args=(proc.stdout, []), daemon=True).start()
+        console.print(f"loadexperiment/{name}: dashboard of pod/{pod} (Ctrl-C stops the port-forward)")
+        print(dashboard_url(local, token), flush=True)
+        code = proc.wait()
+        raise PluginError(f"kubectl kinfer dashboard: the port-forward ended (exit {code}): {''.join(errors).strip()}")
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def report_command(name: str, namespace: str | None, output: str | None, console: Console) -> int:
     """``report``: the stage table and verdict; with ``--output`` first the results directory, rebuilt
     from the ConfigMaps the operator stored (:mod:`kinfer.plugin_report`)."""
@@ -222,7 +320,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", parents=[common], help="stage table, SLO verdict, results")
     p.add_argument("name")
     p.add_argument("--output", metavar="DIR", help="write the results directory (summary.json, records.csv, ...)")
+    p = sub.add_parser("dashboard", parents=[common], help="port-forward to a generator's live dashboard")
+    p.add_argument("name")
+    p.add_argument("--port", type=_port, default=0, help="local port (default: any free one)")
     return parser
+
+
+def _port(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port number, got {raw!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port between 0 and 65535, got {value}")
+    return value
 
 
 def run(argv: Sequence[str], console: Console) -> int:
@@ -251,6 +362,8 @@ def run(argv: Sequence[str], console: Console) -> int:
                         return EXIT_OK
         case "report":
             return report_command(args.name, namespace, args.output, console)
+        case "dashboard":
+            return dashboard(args.name, namespace, args.port, console)
     raise PluginError(f"unknown command {args.command!r}")
 
 

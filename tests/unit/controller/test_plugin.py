@@ -95,3 +95,30 @@ def test_namespace_before_or_after_the_command() -> None:
     parser = plugin.build_parser()
     assert parser.parse_args(["-n", "bench", "report", "x"]).namespace == "bench"
     assert parser.parse_args(["report", "x", "--namespace", "bench"]).namespace == "bench"
+
+
+def _pod(name: str, phase: str = "Running", ready: bool = True, job: str = "x-loadgen", **meta: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "ownerReferences": [{"kind": "Job", "name": job}], **meta},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": str(ready)}]}}
+
+
+def test_dashboard_picks_a_running_generator_of_the_experiments_job() -> None:
+    assert plugin.running_generator("x", []) is None
+    assert plugin.running_generator("x", [_pod("x-loadgen-0-a", phase="Pending"),
+                                          _pod("x-loadgen-0-b", phase="Succeeded")]) is None
+    assert plugin.running_generator("x", [_pod("y-loadgen-0-a", job="y-loadgen")]) is None  # another job's
+    assert plugin.running_generator("x", [_pod("x-loadgen-0-a", deletionTimestamp="2026-01-01T00:00:00Z")]) is None
+    pods = [_pod("x-loadgen-1-a", ready=False), _pod("x-loadgen-0-c"), _pod("x-loadgen-0-b")]
+    assert plugin.running_generator("x", pods) == "x-loadgen-0-b"  # ready first, then by name
+    assert plugin.running_generator("x", [_pod("x-loadgen-1-a", ready=False)]) == "x-loadgen-1-a"
+
+
+def test_dashboard_url_carries_the_token_in_its_fragment() -> None:
+    assert plugin.dashboard_url(8123, "tok") == "http://127.0.0.1:8123/#token=tok"
+    assert plugin.FORWARDING.search("Forwarding from 127.0.0.1:41234 -> 8089\n").group(1) == "41234"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("port", ["http", "-1", "65536"])
+def test_dashboard_bad_port_is_exit_2(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert plugin.main(["dashboard", "x", "--port", port]) == 2
+    assert "--port" in capsys.readouterr().err
