@@ -116,8 +116,14 @@ class Stored:
     summaries: dict[int, dict[str, Any]] = field(default_factory=dict)
     chunk: int = 0
     """The newest chunk's ``k`` (where the next write goes)."""
-    chunk_bytes: int = 0
+    sizes: dict[str, int] = field(default_factory=dict)
+    """Key → bytes (key and value) of the newest chunk as stored."""
     chunk_exists: bool = False
+
+    @property
+    def chunk_bytes(self) -> int:
+        """What the newest chunk weighs."""
+        return sum(self.sizes.values())
 
     def next_index(self, generator: int) -> int:
         """``since`` for the generator's next ``GET /api/records`` (one past the last stored record)."""
@@ -159,7 +165,8 @@ def read_chunks(chunks: Sequence[Mapping[str, Any]]) -> Stored:
                 with contextlib.suppress(ValueError):
                     stored.summaries[int(m.group(1))] = json.loads(value)
         stored.chunk = k
-        stored.chunk_bytes = object_bytes(cm)
+        stored.sizes = {key: len(key) + len(value) for part in ("data", "binaryData")
+                        for key, value in (cm.get(part) or {}).items()}  # fmt: skip
         stored.chunk_exists = True
     return stored
 
@@ -218,13 +225,15 @@ def plan_write(
     if not stored.chunk_exists:  # a new chunk: no keys to delete, empty tails left out
         data = {k: v for k, v in data.items() if v}
     write = Write(stored.chunk, not stored.chunk_exists, data, binary, roll=full)
-    stored.chunk_bytes += sum(len(k) + len(v) for k, v in binary.items()) + sum(
-        len(k) + len(v or "") for k, v in data.items()
-    )
+    for key, value in [*binary.items(), *data.items()]:
+        if value is None:
+            stored.sizes.pop(key, None)
+        else:
+            stored.sizes[key] = len(key) + len(value)
     stored.chunk_exists = True
     if full:
         stored.chunk += 1
-        stored.chunk_bytes = 0
+        stored.sizes = {}
         stored.chunk_exists = False
         stored.tails = {}
     return write

@@ -58,7 +58,26 @@ def valid(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def test_example_job() -> None:
     job = valid(build.build_job(lexp_of(example_doc()), URL, SETTINGS))
-    assert job == {
+    assert job == example_job({"name": "results", "emptyDir": {}})
+
+
+def test_results_volume_claim_is_mounted_at_the_results_dir() -> None:
+    doc = example_doc()
+    doc["spec"]["results"] = {"volumeClaim": "bench-results"}
+    job = valid(build.build_job(lexp_of(doc), URL, SETTINGS))
+    assert job == example_job({"name": "results", "persistentVolumeClaim": {"claimName": "bench-results"}})
+
+
+def test_a_results_volume_claim_must_be_a_claim_name() -> None:
+    doc = example_doc()
+    doc["spec"]["results"] = {"volumeClaim": "Not_A_Name"}
+    with pytest.raises(ManifestError, match="volumeClaim"):
+        lexp_of(doc)
+
+
+def example_job(results_volume: dict[str, Any]) -> dict[str, Any]:
+    """The Job built from examples/mobilenet.yaml, with its results volume."""
+    return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -147,7 +166,7 @@ def test_example_job() -> None:
                     "automountServiceAccountToken": False,
                     "volumes": [
                         {"name": "schedule", "configMap": {"name": "mobilenet-load-schedule"}},
-                        {"name": "results", "emptyDir": {}},
+                        results_volume,
                     ],
                 },
             },
