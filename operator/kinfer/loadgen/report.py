@@ -1,11 +1,13 @@
 """A results directory rendered for people: PNG plots and ``report.html`` (DESIGN.md §6).
 
 Written once the run is over, from what is already on disk, so a failure here never costs a
-measurement; ``kinfer run`` calls it again after adding the server's resource samples. Reads what
-the generator wrote (``summary.json``, ``records.csv``) and, when present, the server's
-CPU/memory per record (``server_resources.csv``, written by ``kinfer run``). Plots: offered/sent/
-completed rates and p50/p99 over time with stage boundaries; p99 against offered rate per stage (the
-seed's RPS -> p99 table as a curve); server CPU and memory over time. A closed-loop run (``"mode":
+measurement. Reads what the generator wrote (``summary.json``, ``records.csv``); the target server's
+resources come from the records' ``serverCPU`` (cores), ``serverMemoryMB``, ``serverGPUUtil`` (%) and
+``serverGPUMemoryMB`` and the summary's per-stage ``server`` means, wherever the run happened. Tables:
+the seed's per-stage table (rate -> p99 -> GPU % -> CPU cores -> memory; an empty GPU column is "-",
+never 0). Plots: offered/sent/completed rates and p50/p99 over time with stage boundaries, the
+server's CPU and GPU over time beside the latency; p99 against offered rate per stage (the seed's
+RPS -> p99 table as a curve). A closed-loop run (``"mode":
 "closed"``) is labelled as such (latency from the actual send; closed loops hide queueing) and shows
 throughput (requests/s and images/s) and latency against the number of clients instead.
 """
@@ -48,8 +50,11 @@ def _stage_edges(summary: dict[str, Any]) -> list[float]:
     return edges[:-1]
 
 
-def _plots(out: Path, summary: dict[str, Any], records: list[dict[str, str]],
-           resources: list[dict[str, str]]) -> list[tuple[str, str]]:  # fmt: skip
+def _has(rows: list[dict[str, str]], name: str) -> bool:
+    return any(row.get(name) not in ("", None) for row in rows)
+
+
+def _plots(out: Path, summary: dict[str, Any], records: list[dict[str, str]]) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,6 +109,8 @@ def _plots(out: Path, summary: dict[str, Any], records: list[dict[str, str]],
         fig.savefig(out / "latency.png", dpi=100)
         plt.close(fig)
         made.append(("latency.png", f"Latency per record, measured from the {origin} time"))
+        if _has(records, "serverCPU") or _has(records, "serverMemoryMB"):
+            made.append(_server_plot(out, records, boundaries))
 
     stages = [s for s in summary.get("stages") or [] if (s.get("latencyMs") or {}).get("p99") is not None]
     if stages and closed:
@@ -159,21 +166,37 @@ def _plots(out: Path, summary: dict[str, Any], records: list[dict[str, str]],
         plt.close(fig)
         made.append(("capacity.png", "Each probe's whole-probe p99 against its rate (numbers: probe order)"))
 
-    if resources:
-        t = _col(resources, "t")
-        fig, ax = plt.subplots(figsize=(9, 3.2))
-        ax.plot(t, _col(resources, "cpuPercent"), label="server CPU % (of one core)", color="tab:red")
-        ax.set(xlabel="time (s)", ylabel="CPU %", title="Server resources")
-        ax2 = ax.twinx()
-        ax2.plot(t, _col(resources, "rssMB"), label="server memory (MB)", color="tab:purple")
-        ax2.set_ylabel("MB")
-        boundaries(ax)
-        fig.legend(loc="upper left")
-        fig.tight_layout()
-        fig.savefig(out / "server_resources.png", dpi=100)
-        plt.close(fig)
-        made.append(("server_resources.png", "Server process tree (gunicorn master + workers) CPU and memory"))
     return made
+
+
+def _server_plot(out: Path, records: list[dict[str, str]], boundaries: Any) -> tuple[str, str]:
+    """The target server's CPU (cores) and GPU (%) per record above, its memory below."""
+    import matplotlib.pyplot as plt
+
+    t = _col(records, "t")
+    gpu = _has(records, "serverGPUUtil")
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 4.8), sharex=True)
+    top.plot(t, _col(records, "serverCPU"), label="server CPU (cores)", color="tab:red")
+    top.set(ylabel="cores", title="Server resources (the target's pods, per record)")
+    if gpu:
+        right = top.twinx()
+        right.plot(t, _col(records, "serverGPUUtil"), label="GPU utilization %", color="tab:green")
+        right.set_ylabel("GPU %")
+        right.set_ylim(0, 100)
+        right.legend(loc="upper right")
+    top.legend(loc="upper left")
+    bottom.plot(t, _col(records, "serverMemoryMB"), label="server memory (MB)", color="tab:purple")
+    if _has(records, "serverGPUMemoryMB"):
+        bottom.plot(t, _col(records, "serverGPUMemoryMB"), label="GPU memory (MB)", color="tab:olive")
+    bottom.set(xlabel="time (s)", ylabel="MB")
+    bottom.legend(loc="upper left")
+    boundaries(top)
+    boundaries(bottom)
+    fig.tight_layout()
+    fig.savefig(out / "server_resources.png", dpi=100)
+    plt.close(fig)
+    what = "CPU (cores) and GPU utilization" if gpu else "CPU (cores; no GPU sampled)"
+    return "server_resources.png", f"Server {what} and memory per record, beside the latency above"
 
 
 def _fmt(value: Any, spec: str = ".1f") -> str:
@@ -223,23 +246,45 @@ def _closed_loop_section(summary: dict[str, Any]) -> str:
             f"<h3>Throughput against concurrency</h3>{table}\n")  # fmt: skip
 
 
-def _resource_rows(resources: list[dict[str, str]]) -> list[list[Any]]:
-    if not resources:
-        return []
-    cpu = [v for v in _col(resources, "cpuPercent") if v == v]
-    mem = [v for v in _col(resources, "rssMB") if v == v]
-    return [
-        ["CPU % (one core = 100)", sum(cpu) / len(cpu), max(cpu)],
-        ["memory MB", sum(mem) / len(mem), max(mem)],
-    ]
+#: The server's record fields, their summary keys and how the report names them.
+_SERVER = (("serverCPU", "cpu", "CPU (cores)"), ("serverMemoryMB", "memoryMB", "memory MB"),
+           ("serverGPUUtil", "gpuUtil", "GPU %"), ("serverGPUMemoryMB", "gpuMemoryMB", "GPU memory MB"))  # fmt: skip
+
+
+def _resource_rows(summary: dict[str, Any], records: list[dict[str, str]]) -> list[list[Any]]:
+    """Whole run: each resource's mean (summary.json) and max (records) over the records that have it."""
+    means = summary.get("server") or {}
+    rows = []
+    for column, key, label in _SERVER:
+        values = [v for v in _col(records, column) if v == v]
+        row = [label, means.get(key), max(values) if values else None]
+        rows.append([label, *map(_cores, row[1:])] if key == "cpu" else row)
+    return rows
+
+
+def _cores(value: Any) -> Any:
+    """CPU in cores with two decimals (the tables' default of one would round 0.04 cores to 0.0)."""
+    return None if value is None else f"{float(value):.2f}"
+
+
+def _seed_table(summary: dict[str, Any]) -> str:
+    """The seed's central table, one column per stage: rate -> p99 -> GPU % -> CPU (cores) -> memory."""
+    stages = summary.get("stages") or []
+    closed = summary.get("mode") == "closed"
+    rates = [s.get("concurrency") if closed else s.get("rps") for s in stages]
+    headers = ["clients" if closed else "RPS", *[_fmt(r, "g") for r in rates]]
+    rows: list[list[Any]] = [["99th latency ms", *[(s.get("latencyMs") or {}).get("p99") for s in stages]]]
+    for _, key, label in (_SERVER[2], _SERVER[0], _SERVER[1], _SERVER[3]):
+        values = [(s.get("server") or {}).get(key) for s in stages]
+        rows.append([label, *(map(_cores, values) if key == "cpu" else values)])
+    return _table(headers, rows)
 
 
 def write_report(results: Path) -> Path:
     """Write the plots and ``report.html`` into ``results``; return the report's path."""
     summary: dict[str, Any] = json.loads((results / "summary.json").read_text())
     records = _read_csv(results / "records.csv")
-    resources = _read_csv(results / "server_resources.csv")
-    plots = _plots(results, summary, records, resources)
+    plots = _plots(results, summary, records)
     lat = summary.get("latencyMs") or {}
     svc = summary.get("serviceTimeMs") or {}
     lag = summary.get("sendLagMs") or {}
@@ -277,10 +322,12 @@ def write_report(results: Path) -> Path:
         if timing
         else "<p>The server sent no <code>Server-Timing</code> header.</p>"
     )
+    measured = any(_has(records, column) for column, _, _ in _SERVER)
     resource_table = (
-        _table(["server", "mean", "max"], _resource_rows(resources))
-        if resources
-        else "<p>No server resource samples (the target was not started by <code>kinfer run</code>).</p>"
+        _table(["server", "mean", "max"], _resource_rows(summary, records))
+        if measured
+        else "<p>No server resources were measured: the generator had no <code>--server-metrics</code> "
+        "(the target's pods' <code>/metrics</code>), or none of its scrapes succeeded.</p>"
     )
     if slo.get("met") is None and not slo:
         verdict = "no SLO set"
@@ -317,10 +364,11 @@ th {{ background: #f3f3f3; }} img {{ max-width: 100%; }} figcaption {{ color: #5
 <h2>SLO</h2><p id="slo">{html.escape(verdict)}</p>
 {capacity_section}<h2>Latency (ms)</h2>{latency}
 <h2>Stages</h2>{stage_table}
+<h2>Latency and server resources per stage</h2><div id="seed-table">{_seed_table(summary)}</div>
 <h2>Server time per stage (Server-Timing)</h2>{timing_table}
-<h2>Server CPU and memory</h2>{resource_table}
+<h2>Server CPU, memory and GPU</h2>{resource_table}
 <h2>Plots</h2>{figures}
-<p>Files: summary.json, records.csv, stages.csv{", server_resources.csv" if resources else ""}.</p>
+<p>Files: summary.json, records.csv (the server's resources in its last columns), stages.csv.</p>
 </body></html>
 """
     path = results / REPORT

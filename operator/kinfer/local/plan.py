@@ -162,8 +162,12 @@ def schedule_document(exp: LoadExperiment) -> dict[str, Any]:
     return {"stages": [s.wire() for s in exp.spec.schedule], "loop": exp.spec.loop}
 
 
-def loadgen_argv(exp: LoadExperiment, url: str, control_port: int, results: Path, base: Path) -> list[str]:
-    """``kinfer loadgen`` for ``exp`` against the base ``url``, results and schedule in ``results``."""
+def loadgen_argv(
+    exp: LoadExperiment, url: str, control_port: int, results: Path, base: Path, server_metrics: Sequence[str] = ()
+) -> list[str]:
+    """``kinfer loadgen`` for ``exp`` against the base ``url``, results and schedule in ``results``;
+    ``server_metrics``: the target's replicas' ``/metrics``, scraped per record for the server's CPU,
+    memory and GPU (the same path a cluster run takes)."""
     where = GeneratorPlacement(
         schedule_file=str(results / "schedule.json"),
         output=str(results),
@@ -172,7 +176,10 @@ def loadgen_argv(exp: LoadExperiment, url: str, control_port: int, results: Path
         control_host=LOOPBACK,
         path=lambda p: _resolve(p, base),
     )
-    return kinfer_command(*loadgen_args(exp, url.rstrip("/") + exp.spec.target.path, where))
+    argv = kinfer_command(*loadgen_args(exp, url.rstrip("/") + exp.spec.target.path, where))
+    if server_metrics:
+        argv += ["--server-metrics", ",".join(server_metrics)]
+    return argv
 
 
 def ignored_experiment_fields(exp: LoadExperiment) -> list[str]:
@@ -242,9 +249,10 @@ def build_plan(
                     "InferenceService in the given files"
                 )
             url = server.url
+            metrics = [server.replica_url(i) + "/metrics" for i in range(len(server.replica_ports))]
         else:
             assert target.url is not None
-            url = target.url
+            url, metrics = target.url, []
         control = dashboard_port + index if dashboard_port is not None else next(ports)
         results = results_for(exp.name)
         exp_plans.append(
@@ -256,7 +264,7 @@ def build_plan(
                 control_port=control,
                 results_dir=results,
                 schedule=schedule_document(exp),
-                argv=tuple(loadgen_argv(exp, url, control, results, base)),
+                argv=tuple(loadgen_argv(exp, url, control, results, base, metrics)),
                 ignored=tuple(ignored_experiment_fields(exp)),
             )
         )

@@ -26,13 +26,15 @@ def finish(outcome: RunOutcome, console: Any, logs: Path) -> int:
         console.print(f"[red]kinfer run: {outcome.error}[/red]", soft_wrap=True)
         console.print(f"process logs: {logs}")
     table = Table(title="results")
-    for col in ("experiment", "sent", "completed", "errors", "dropped", "p50 ms", "p99 ms", "SLO", "results"):
+    for col in ("experiment", "sent", "completed", "errors", "dropped", "p50 ms", "p99 ms", "server CPU cores",
+                "GPU %", "SLO", "results"):  # fmt: skip
         table.add_column(col)
     failed = bool(outcome.error)
     for exp in outcome.experiments:
         exp.report = _write_report(exp.plan.results_dir)
         s = exp.summary or {}
         lat = s.get("latencyMs") or {}
+        server = s.get("server") or {}  # the run's means over the records that measured them
         verdict = exp.verdict
         if verdict is None:
             slo_text = "[red]no results[/red]"
@@ -44,7 +46,8 @@ def finish(outcome: RunOutcome, console: Any, logs: Path) -> int:
             failed = True
         table.add_row(
             exp.plan.name, str(s.get("sent", "-")), str(s.get("completed", "-")), str(s.get("errors", "-")),
-            str(s.get("dropped", "-")), _ms(lat.get("p50")), _ms(lat.get("p99")), slo_text,
+            str(s.get("dropped", "-")), _ms(lat.get("p50")), _ms(lat.get("p99")), _num(server.get("cpu"), ".2f"),
+            _num(server.get("gpuUtil"), ".0f"), slo_text,
             str(exp.report or exp.plan.results_dir),
         )  # fmt: skip
     console.print(table)
@@ -56,3 +59,7 @@ def finish(outcome: RunOutcome, console: Any, logs: Path) -> int:
 
 def _ms(value: Any) -> str:
     return "-" if value is None else f"{float(value):.1f}"
+
+
+def _num(value: Any, spec: str) -> str:
+    return "-" if value is None else format(float(value), spec)

@@ -1,9 +1,11 @@
 """Run a :class:`~kinfer.local.plan.Plan`: servers up and ready, generators run, everything stopped.
 
 Order: every InferenceService's replicas start and must become ready (``/v2/health/ready``); balancers
-start; generators start together; the view refreshes every second while server CPU/memory is
-sampled; when all generators exit (or on Ctrl-C, which asks them to stop and flush) every process
-group is stopped and each experiment's report is written from its results directory.
+start; generators start together, each scraping its target's replicas' ``/metrics`` once per record
+for the server's CPU, memory and GPU (``--server-metrics``, as on a cluster); the view refreshes every
+second from the generators' status; when all generators exit (or on Ctrl-C, which asks them to stop
+and flush) every process group is stopped and each experiment's report is written from its results
+directory.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import contextlib
 import json
 import secrets
 import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,6 @@ class Runner:
         self.servers: dict[str, list[processes.Child]] = {}
         self.generators: dict[str, processes.Child] = {}
         self.balancers: dict[str, RandomBalancer] = {}
-        self.samples: list[monitor.ResourceSample] = []
-        self.started_at: dict[str, float] = {}
         self.stop_requested = asyncio.Event()
         #: The generators' control token (on loopback too: other users of this machine reach loopback).
         self.token = secrets.token_urlsafe(24)
@@ -165,7 +164,6 @@ class Runner:
             env = {"KINFER_LOADGEN_CONTROL_TOKEN": self.token}
             child = await processes.start(label, list(exp.argv), env, self.logs / f"{exp.name}-loadgen.log")
             self.generators[exp.name] = child
-            self.started_at[exp.name] = time.time()
 
     async def _push_initial_intensity(self, session: aiohttp.ClientSession) -> None:
         for exp in self.plan.experiments:
@@ -181,13 +179,10 @@ class Runner:
                 await asyncio.sleep(0.1)
 
     async def watch(self) -> None:
-        """Refresh the view and sample servers until every generator has exited or a stop is asked."""
+        """Refresh the view until every generator has exited or a stop is asked."""
         rows = {
             e.name: view.Row(e.name, self.dashboard_url(e), e.resource.spec.duration_s) for e in self.plan.experiments
         }
-        samplers = [
-            monitor.ProcessTreeSampler(name, [c.pid for c in children]) for name, children in self.servers.items()
-        ]
         timeout = aiohttp.ClientTimeout(total=1.0)
         live = None
         if self.live_view:
@@ -203,8 +198,6 @@ class Runner:
                     if self.stop_requested.is_set() and not stopping:
                         stopping = True
                         await self._ask_generators_to_stop(session)
-                    for sampler in samplers:
-                        self.samples.append(sampler.sample())
                     for name, row in rows.items():
                         snap = await monitor.fetch_status(session, self.plan_by_name(name).control_url)
                         if snap is not None:
@@ -306,7 +299,6 @@ async def run(plan: Plan, logs: Path, console: Any, live_view: bool) -> RunOutco
             outcome.error = f"{outcome.error}\n{problem}" if outcome.error else problem
             if summary is not None:
                 summary = mark_failed(exp.results_dir, summary, _exit_reason(code))
-        started = runner.started_at.get(exp.name, 0.0)
         balancer = runner.balancers.get(exp.target_service or "")
         if balancer is not None:
             spread = {"backends": balancer.backends, "requests": balancer.counts}
@@ -315,8 +307,5 @@ async def run(plan: Plan, logs: Path, console: Any, live_view: bool) -> RunOutco
         if server_plan is not None and server_plan.limits is not None and server_plan.limits.describe():
             write_limits(exp.results_dir, server_plan.limits.describe())
             summary = _read_summary(exp.results_dir) or summary
-        service_samples = [s for s in runner.samples if s.service == exp.target_service]
-        if service_samples:
-            monitor.write_samples(exp.results_dir / "server_resources.csv", service_samples, started)
         outcome.experiments.append(ExperimentOutcome(exp, codes.get(exp.name), summary, verdict_of(exp, summary)))
     return outcome

@@ -48,6 +48,10 @@ def _fields(row: Row) -> dict[str, str]:
         if not isinstance(s.get("errors"), dict)
         else str(sum(s["errors"].values())),
         "t": _num(s.get("t"), "{:.0f}"),
+        # the target server's resources over the last record (empty: not measured, or no GPU)
+        "cpu": _num(s.get("serverCPU"), "{:.2f}"),
+        "mem": _num(s.get("serverMemoryMB"), "{:.0f}"),
+        "gpu": _num(s.get("serverGPUUtil"), "{:.0f}"),
     }
 
 
@@ -55,14 +59,14 @@ def render_table(rows: list[Row]) -> Group:
     """The rich renderable for a terminal."""
     table = Table(title="kinfer run", expand=False)
     for col in ("experiment", "phase", "stage", "target", "realRPS", "realQPS", "p99 ms", "Avg99th ms", "SR %",
-                "errors", "progress"):  # fmt: skip
+                "errors", "CPU cores", "mem MB", "GPU %", "progress"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("experiment", "phase", "progress") else "right")
     for row in rows:
         f = _fields(row)
         t = (row.snapshot or {}).get("t") or 0.0
         bar = ProgressBar(total=max(row.duration_s, 1e-9), completed=min(float(t), row.duration_s), width=24)
         table.add_row(row.name, f["phase"], f["stage"], f["target"], f["rps"], f["qps"], f["p99"], f["avg99"],
-                      f["sr"], f["errors"], bar)  # fmt: skip
+                      f["sr"], f["errors"], f["cpu"], f["mem"], f["gpu"], bar)  # fmt: skip
     links = [Text(f"dashboard {r.name}: {r.dashboard}", style="dim") for r in rows if r.dashboard]
     return Group(table, *links)
 
@@ -75,7 +79,8 @@ def plain_lines(rows: list[Row]) -> list[str]:
         lines.append(
             f"[{row.name}] t={f['t']}s phase={f['phase']} stage={f['stage']} target={f['target']} "
             f"realRPS={f['rps']} realQPS={f['qps']} p99={f['p99']}ms avg99th={f['avg99']}ms "
-            f"SR={f['sr']}% errors={f['errors']}"
+            f"SR={f['sr']}% errors={f['errors']} serverCPU={f['cpu']} serverMemoryMB={f['mem']} "
+            f"serverGPUUtil={f['gpu']}"
         )
     return lines
 

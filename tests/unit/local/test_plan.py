@@ -59,6 +59,9 @@ def test_several_replicas_sit_behind_a_balancer() -> None:
     assert len(server.replica_ports) == 3 and len(set(server.replica_ports)) == 3
     assert server.balancer_port not in server.replica_ports
     assert plan.experiments[0].url == f"http://127.0.0.1:{server.balancer_port}"
+    # the generator scrapes every replica's /metrics (not the balancer's one-of-n) for the server's resources
+    metrics = [f"http://127.0.0.1:{port}/metrics" for port in server.replica_ports]
+    assert _flag(plan.experiments[0].argv, "--server-metrics") == ",".join(metrics)
 
 
 def test_cluster_only_fields_are_reported_as_ignored_and_gpu_devices_still_pin() -> None:
@@ -96,6 +99,7 @@ def test_url_targets_and_no_dashboard_use_free_ports() -> None:
     plan = _plan([_exp(target={"url": "http://127.0.0.1:9/base"})], dashboard=None)
     assert plan.servers == () and plan.experiments[0].control_port == 41000
     assert plan.experiments[0].argv[4] == "http://127.0.0.1:9/base/gpu"
+    assert "--server-metrics" not in plan.experiments[0].argv  # a server kinfer run did not start
 
 
 def test_capacity_mode_passes_the_search_to_the_generator() -> None:
