@@ -190,6 +190,9 @@ async def test_experiment_live_status_intensity_restart_and_completion(
                 assert summary.get(key) not in (None, {}), (key, summary)
             assert summary["source"] == "generators" and not summary.get("incomplete"), summary
             assert summary["records"] == len(indices) and summary["latencyMs"]["p99"] > 0
+            # the operator told the generator where the InferenceService's pods serve /metrics
+            assert any(r.get("serverCPU") is not None for r in stored.series(0)), stored.series(0)[-1]
+            assert summary["server"]["cpu"] is not None and summary["server"]["memoryMB"] > 0, summary["server"]
 
             # kubectl kinfer report --output: the generator's own results directory, rebuilt from the cluster.
             out_dir = tmp_path / "report"
@@ -201,6 +204,7 @@ async def test_experiment_live_status_intensity_restart_and_completion(
             theirs = (own / "records.csv").read_text().splitlines()
             assert ours[0] == theirs[0] and len(ours) == len(theirs) == len(indices) + 1
             assert json.loads((out_dir / "summary.json").read_text())["sent"] == summary["sent"]
+            assert "serverCPU" in ours[0]
 
 
 def stored_chunks(cluster: Cluster, name: str) -> list[dict[str, Any]]:
