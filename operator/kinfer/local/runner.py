@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from kinfer.api.slo import Verdict, capacity_verdict, evaluate, latency_from_summary, success_text
-from kinfer.local import monitor, processes, view
+from kinfer.local import dashboards, monitor, processes, view
 from kinfer.local.balancer import RandomBalancer
 from kinfer.local.limits import write_limits
 from kinfer.local.plan import LOOPBACK, ExperimentPlan, Plan
@@ -120,7 +120,7 @@ class Runner:
 
     def dashboard_url(self, exp: ExperimentPlan) -> str:
         """The dashboard with the token its controls send (printed on this user's own terminal only)."""
-        return f"{exp.control_url}/?token={self.token}"
+        return f"{exp.control_url}/#token={self.token}"
 
     async def start_servers(self) -> None:
         """Start every replica, then wait until all are ready."""
@@ -266,6 +266,7 @@ async def run(plan: Plan, logs: Path, console: Any, live_view: bool) -> RunOutco
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, request_stop)
     codes: dict[str, int | None] = {}
+    overview: dashboards.Overview | None = None
     try:
         try:
             await runner.start_servers()
@@ -280,11 +281,15 @@ async def run(plan: Plan, logs: Path, console: Any, live_view: bool) -> RunOutco
                         soft_wrap=True,
                     )
                 await runner.start_generators()
+                listed = [dashboards.Listed(e.name, e.control_url) for e in plan.experiments]
+                overview = await dashboards.start_overview(listed, runner.token, console)
                 await runner.watch()
         except RuntimeError as exc:
             outcome.error = str(exc)
         finally:
             codes = await runner.shutdown()
+            if overview is not None:
+                await overview.close()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
