@@ -229,6 +229,17 @@ def running_generator(name: str, pods: Sequence[Mapping[str, Any]]) -> str | Non
     return min(candidates)[1] if candidates else None
 
 
+def share_note(spec: Mapping[str, Any]) -> str | None:
+    """What one generator's dashboard shows when the experiment has several (``None`` with one)."""
+    parallelism = int(spec.get("parallelism") or 1)
+    if parallelism <= 1:
+        return None
+    return (
+        f"note: one of {parallelism} generators, showing its share of the rate and its own results; a rate "
+        "set there applies to it alone (kubectl kinfer intensity sets the whole experiment's)"
+    )
+
+
 def dashboard_url(port: int, token: str) -> str:
     """The local dashboard address; the token rides in the fragment, which the browser never sends."""
     return f"http://127.0.0.1:{port}/#token={token}"
@@ -270,6 +281,8 @@ def dashboard(name: str, namespace: str | None, port: int, console: Console) -> 
             raise PluginError(f"kubectl kinfer dashboard: kubectl port-forward failed: {''.join(errors).strip()}")
         threading.Thread(target=_drain, args=(proc.stdout, []), daemon=True).start()
         console.print(f"loadexperiment/{name}: dashboard of pod/{pod} (Ctrl-C stops the port-forward)")
+        if note := share_note(obj.get("spec") or {}):
+            console.print(note)
         print(dashboard_url(local, token), flush=True)
         code = proc.wait()
         raise PluginError(f"kubectl kinfer dashboard: the port-forward ended (exit {code}): {''.join(errors).strip()}")

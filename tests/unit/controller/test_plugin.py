@@ -122,3 +122,9 @@ def test_dashboard_url_carries_the_token_in_its_fragment() -> None:
 def test_dashboard_bad_port_is_exit_2(port: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert plugin.main(["dashboard", "x", "--port", port]) == 2
     assert "--port" in capsys.readouterr().err
+
+
+def test_dashboard_says_when_it_shows_one_of_several_generators() -> None:
+    assert plugin.share_note({}) is None and plugin.share_note({"parallelism": 1}) is None
+    note = plugin.share_note({"parallelism": 3})
+    assert note is not None and "one of 3 generators" in note and "kubectl kinfer intensity" in note
