@@ -100,6 +100,14 @@ async def test_dashboard_controls_change_the_measured_rate_and_say_so(
                 "#stages tbody tr:first-child td", "tds => tds.map(td => td.textContent)"
             )
             assert first_row[0] == "0" and first_row[1] == "20.0" and int(first_row[3]) > 0
+            # the running stage's row fills in live: its sent count grows while the page is open
+            sent_now = await page.text_content("#stages tbody tr.current td:nth-child(4)")
+            await page.wait_for_function(
+                "(before) => parseInt(document.querySelector('#stages tbody tr.current td:nth-child(4)')"
+                ".textContent) > before",
+                arg=int(sent_now or "0"),
+                timeout=10000,
+            )
 
             # set the rate: the page confirms the generator's answer, and the measured rate moves there
             await page.fill("#rps", "80")
