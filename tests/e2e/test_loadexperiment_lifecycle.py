@@ -12,7 +12,9 @@ from typing import Any
 import yaml
 
 from kinfer.controller.settings import Settings
+from kinfer.stored_results import read_chunks
 from tests.e2e.operator_harness import Kubelet, condition, dump, install_crds, kinfer_operator, status_of
+from tests.e2e.test_loadexperiment import plugin, stored_chunks
 from tests.kube.cluster import Cluster, eventually
 from tests.kube.kubectl import columns
 
@@ -114,4 +116,15 @@ async def test_a_generator_killed_mid_run_fails_the_experiment_keeping_what_it_m
         summary = json.loads(cluster.get("configmaps", "killed-results")["data"]["summary.json"])  # type: ignore[index]
         assert summary["incomplete"] is True and "a generator ended before the run did" in summary["incompleteReason"]
         assert summary["sent"] >= 40
+        # the generator is gone: the summary (§9's shape) comes from what the operator stored during the run
+        assert summary["source"] == "stored" and "stored during the run" in summary["incompleteReason"], summary
+        for key in ("durationS", "achievedRPS", "latencyMs", "serviceTimeMs", "sendLagMs"):
+            assert summary.get(key), (key, summary)
+        stored = read_chunks(stored_chunks(cluster, "killed"))
+        assert len(stored.series(0)) >= 1 and summary["records"] == len(stored.series(0))
+        rc, out, err = await plugin(cluster, "report", "killed", "--output", str(tmp_path / "report"))
+        assert rc == 1 and "NOT MET" in out, (out, err)  # the run failed: the verdict says so
+        written = json.loads((tmp_path / "report" / "summary.json").read_text())
+        assert written["incomplete"] and (tmp_path / "report" / "report.html").exists()
+        assert len((tmp_path / "report" / "records.csv").read_text().splitlines()) == len(stored.series(0)) + 1
         assert len(kubelet.started) == 2  # the generator was not started again (no rerun mixing two runs)

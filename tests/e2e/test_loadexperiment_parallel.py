@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from kinfer.controller.settings import Settings
+from kinfer.stored_results import read_chunks
 from tests.e2e.operator_harness import Kubelet, condition, dump, install_crds, kinfer_operator, status_of
+from tests.e2e.test_loadexperiment import plugin, stored_chunks
 from tests.kube.cluster import Cluster, eventually
 
 SERVER = {"apiVersion": "kinfer.dev/v1alpha1", "kind": "InferenceService", "metadata": {"name": "target"},
@@ -62,6 +65,22 @@ async def test_parallel_generators_split_the_rate_and_merge_into_one_status(
         lat = status["latencyMs"]
         assert 0 < lat["p50"] <= lat["p99"] <= lat["max"], dump(status)
         assert stage["latencyMs"]["p99"] == lat["p99"]  # one stage: the same merged histogram
+
+        # Each generator's records stored apart; the summary merged from both pods' final summaries, its
+        # percentiles (latency, service time, send lag) exact from their histograms.
+        stored = read_chunks(stored_chunks(cluster, "split"))
+        assert sorted(stored.records) == [0, 1] and all(len(stored.series(g)) >= 7 for g in (0, 1))
+        summary = json.loads(cluster.get("configmaps", "split-results")["data"]["summary.json"])  # type: ignore[index]
+        assert summary["source"] == "generators" and summary["percentiles"].startswith("exact"), summary
+        assert summary["sent"] == status["sent"] and summary["latencyMs"]["p99"] == lat["p99"]
+        assert summary["generators"] == 2 and summary["sendLagMs"]["p99"] is not None
+        rc, _, err = await plugin(cluster, "report", "split", "--output", str(tmp_path / "report"))
+        assert rc == 0, err
+        merged = (tmp_path / "report" / "records.csv").read_text().splitlines()
+        assert len(merged) == 1 + max(len(stored.series(0)), len(stored.series(1)))
+        for g in (0, 1):
+            rows = (tmp_path / "report" / f"records-g{g}.csv").read_text().splitlines()
+            assert len(rows) == 1 + len(stored.series(g))
 
 
 async def test_numbers_and_the_phase_wait_for_every_generator(cluster: Cluster, tmp_path: Path) -> None:
