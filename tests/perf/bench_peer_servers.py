@@ -110,19 +110,48 @@ def kserve_cmd(port: int, model: Path, work: Path) -> list[str]:
             "--grpc_port", str(free_port()), "--workers", str(WORKERS)]  # fmt: skip
 
 
+def bentoml_cmd(port: int, model: Path, work: Path) -> list[str]:
+    bentoml = str(PEERS / "bentoml" / "bin" / "bentoml")
+    return ["env", f"BENTO_WORKERS={WORKERS}", f"BENTOML_HOME={work / 'bentoml'}", bentoml, "serve",
+            "bentoml_app:PersonService", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+
+
+def rayserve_cmd(port: int, model: Path, work: Path) -> list[str]:
+    return [str(PEERS / "rayserve" / "bin" / "python"), str(HERE / "peers" / "rayserve_app.py"), "--port", str(port),
+            "--replicas", str(WORKERS)]  # fmt: skip
+
+
+def torchserve_cmd(port: int, model: Path, work: Path) -> list[str]:
+    """Archives the handler (``torch-model-archiver``, unpacked: ``--archive-format no-archive``), writes
+    config.properties (ports, two workers, token authorization off as on a private loopback) and starts
+    the Java frontend in the foreground, its logs under ``work``."""
+    root = work / "torchserve"
+    store = root / "store"
+    store.mkdir(parents=True, exist_ok=True)
+    bin_dir = PEERS / "torchserve" / "bin"
+    subprocess.run([str(bin_dir / "torch-model-archiver"), "--model-name", "person", "--version", "1.0", "--handler",
+                    str(HERE / "peers" / "torchserve_handler.py"), "--extra-files", str(HERE / "peers" / "detector.py"),
+                    "--export-path", str(store), "--archive-format", "no-archive", "--force"], check=True)  # fmt: skip
+    config = {"inference_address": f"http://127.0.0.1:{port}", "management_address": f"http://127.0.0.1:{free_port()}",
+              "metrics_address": f"http://127.0.0.1:{free_port()}", "default_workers_per_model": WORKERS,
+              "model_store": store, "load_models": "person", "disable_token_authorization": "true",
+              "install_py_dep_per_model": "false"}  # fmt: skip
+    (root / "config.properties").write_text("".join(f"{k}={v}\n" for k, v in config.items()))
+    return ["env", f"LOG_LOCATION={root / 'logs'}", f"METRICS_LOCATION={root / 'logs'}", str(bin_dir / "torchserve"),
+            "--start", "--foreground", "--ncs", "--ts-config", str(root / "config.properties"), "--model-store",
+            str(store), "--disable-token-auth"]  # fmt: skip
+
+
 PEER_LIST = [
     Peer("kinfer", "raw", "/predict", kinfer_cmd),
     Peer("fastapi", "raw", "/predict", fastapi_cmd, PEERS / "fastapi"),
     Peer("flask", "raw", "/predict", flask_cmd),
     Peer("mlserver", "v2", "/v2/models/person/infer", mlserver_cmd, PEERS / "mlserver"),
     Peer("kserve", "v2", "/v2/models/person/infer", kserve_cmd, PEERS / "kserve"),
+    Peer("bentoml", "v2", "/v2/models/person/infer", bentoml_cmd, PEERS / "bentoml"),
+    Peer("rayserve", "raw", "/predict", rayserve_cmd, PEERS / "rayserve"),
+    Peer("torchserve", "raw", "/predictions/person", torchserve_cmd, PEERS / "torchserve"),
 ]
-#: peers installed (tests/perf/peers/install.sh) with no adapter here yet
-NO_ADAPTER = {
-    "bentoml": "installed; adapter not written yet",
-    "rayserve": "installed; adapter not written yet",
-    "torchserve": "installed; adapter not written yet",
-}
 
 
 def log(msg: str) -> None:
@@ -204,6 +233,12 @@ class Running:
                 "byProcess": rows}  # fmt: skip
 
     def stop(self) -> None:
+        """SIGTERM to the server's process group, SIGKILL after 30 s; then any descendant that left the group
+        (Ray's and TorchServe's workers may) is killed by its pid."""
+        try:
+            tree = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            tree = []
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(30)
@@ -211,6 +246,9 @@ class Running:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        for child in tree:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
         self.log.close()
 
 
@@ -369,9 +407,6 @@ def main() -> int:
     wanted = args.servers.split(",")
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model": str(model),
                               "workers": WORKERS, "sloP99Ms": SLO_MS, "failed": {}, "notMeasured": {}}  # fmt: skip
-    for name in wanted:
-        if name in NO_ADAPTER:
-            report["notMeasured"][name] = NO_ADAPTER[name]
     servers: dict[str, Running] = {}
     with tempfile.TemporaryDirectory() as tmp:
         try:

@@ -226,6 +226,13 @@ class RawClient:
             length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
             if sep and length and len(body) >= int(length.group(1)):
                 break
+            if (
+                sep
+                and not length
+                and re.search(rb"(?i)\r\ntransfer-encoding: *chunked", head)
+                and body.endswith(b"0\r\n\r\n")
+            ):  # a chunked answer (Ray Serve's proxy) ends with its zero-length chunk
+                break
         elapsed = (time.perf_counter() - start) * 1000
         if re.search(rb"(?i)\r\nconnection: *close", head):
             self.close()

@@ -54,7 +54,11 @@ install_one() {
     bentoml) venv bentoml bentoml "${MODEL_DEPS[@]}" ;;
     rayserve) venv rayserve 'ray[serve]' "${MODEL_DEPS[@]}" ;;
     kserve) venv kserve kserve "${MODEL_DEPS[@]}" ;;
-    torchserve) venv torchserve torchserve torch-model-archiver torch "${MODEL_DEPS[@]}" ;;
+    # TorchServe's frontend is Java (a JRE from Debian). Its Python worker imports torch at module level
+    # (ts/protocol/otf_message_handler.py, to serialize tensor answers) even for a custom handler that
+    # never uses it, and PyPI serves only the CUDA build for x86_64: torch and its nvidia-* wheels add
+    # about 5.3 GB (62 s to install here). It also imports yaml without declaring it (pyyaml)
+    torchserve) debian openjdk-17-jre-headless && venv torchserve torchserve torch-model-archiver torch pyyaml "${MODEL_DEPS[@]}" ;;
     # the sampling profiler bench_peer_servers.py --profile attaches to each server's processes
     py-spy) venv py-spy py-spy ;;
     *) echo "unknown peer $1" >&2; return 2 ;;
