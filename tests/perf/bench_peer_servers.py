@@ -51,11 +51,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "peers"))
 
 from bench_loadgen import free_port  # noqa: E402
-from bench_server import RawClient  # noqa: E402
+from bench_server import SLO, CapacitySearch, RawClient  # noqa: E402
 
 KINFER = [sys.executable, "-m", "kinfer.cli"]
 WORKERS = 2
-SLO_MS = 100.0
+SLO_MS = SLO["p99Ms"]  #: 100 ms, the rule of bench_server.py's CapacitySearch (shared)
 
 
 @dataclass
@@ -268,31 +268,6 @@ def probe(
             "errors": summary["errors"], "completed": summary["completed"]}  # fmt: skip
 
 
-class Search:
-    """Highest rate meeting p99 <= SLO with >= 99 % success: double from ``start``, then bisect."""
-
-    def __init__(self, start: float, bisections: int) -> None:
-        self.good, self.bad, self.rate, self.left = 0.0, None, start, bisections
-        self.probes: list[dict[str, float]] = []
-
-    @property
-    def done(self) -> bool:
-        return self.bad is not None and self.left == 0
-
-    def record(self, r: dict[str, float]) -> None:
-        self.probes.append(r)
-        ok = r["p99"] <= SLO_MS and r["sr"] >= 0.99
-        if self.bad is None:
-            if ok:
-                self.good, self.rate = self.rate, self.rate * 2
-                return
-            self.bad = self.rate
-        else:
-            self.left -= 1
-            self.good, self.bad = (self.rate, self.bad) if ok else (self.good, self.rate)
-        self.rate = round((self.good + self.bad) / 2, 1)
-
-
 def overhead(servers: dict[str, Running], model: Path, jpeg: bytes, rounds: int, n: int) -> dict[str, Any]:
     from detector import Detector
 
@@ -429,7 +404,7 @@ def main() -> int:
             if "profile" not in skip and servers:
                 report["profile"] = profile(servers, jpeg_path, args.profile_rps, args.probe_s, out)
             if "capacity" not in skip and servers:
-                searches = {name: Search(args.start_rps, args.bisections) for name in servers}
+                searches = {name: CapacitySearch(args.start_rps, args.bisections) for name in servers}
                 while not all(s.done for s in searches.values()):
                     for name, search in searches.items():
                         if search.done:

@@ -162,7 +162,8 @@ def meets(result: dict[str, float]) -> bool:
 
 
 class CapacitySearch:
-    """Highest rate meeting p99 <= 100 ms: double from ``start`` until it fails, then bisect."""
+    """Highest rate meeting p99 <= SLO with >= 99 % success (``meets``): double from ``start`` until it
+    fails, then bisect ``bisections`` times. Shared by bench_server.py and bench_peer_servers.py."""
 
     def __init__(self, start: float, bisections: int = 3) -> None:
         self.good: float = 0.0
@@ -189,7 +190,7 @@ class CapacitySearch:
                 self.good = self.rate
             else:
                 self.bad = self.rate
-        self.rate = (self.good + self.bad) / 2
+        self.rate = round((self.good + self.bad) / 2, 1)
 
 
 class RawClient:
