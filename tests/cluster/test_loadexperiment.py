@@ -137,7 +137,32 @@ async def test_indexed_generator_job_live_status_intensity_kill_restart_and_coll
         rc, out, err = await plugin(live, "report", "split")
         assert rc == 0 and "SLO: MET" in out and "split-results" in out, (out, err)
 
-        # Deleting the experiment removes its Job, pods, ConfigMaps and Secret.
+        # The generator pods are deleted: the results survive in the cluster. ``report --output`` writes
+        # the directory a generator writes (``kinfer loadgen --output``: the pods' own, read before the
+        # deletion), plus each generator's records beside the merged records.csv.
+        [own, *_] = sorted(kubelet.workdir.glob("pods/split-loadgen*/volumes/results"))
+        own_names = sorted(p.name for p in own.iterdir())
+        own_rows = (own / "records.csv").read_text().splitlines()
+        await live.kubectl("delete", "pods", "-l", "batch.kubernetes.io/job-name=split-loadgen", "--wait=true",
+                           "--timeout=60s", timeout_s=70)  # fmt: skip
+        await eventually(lambda: not [p for p in live.list("pods") if p["metadata"]["name"].startswith("split-")],
+                         timeout_s=60)  # fmt: skip
+        out_dir = kubelet.workdir / "report"
+        rc, out, err = await plugin(live, "report", "split", "--output", str(out_dir))
+        assert rc == 0 and "SLO: MET" in out, (out, err)
+        names = sorted(p.name for p in out_dir.iterdir())
+        assert names == sorted([*own_names, "records-g0.csv", "records-g1.csv"]), (names, own_names)
+        rows = (out_dir / "records.csv").read_text().splitlines()
+        assert rows[0] == own_rows[0] and abs(len(rows) - len(own_rows)) <= 1, (len(rows), len(own_rows))
+        header = rows[0].split(",")
+        cpu = [r.split(",")[header.index("serverCPU")] for r in rows[1:]]
+        assert "serverMemoryMB" in header and any(cpu), cpu  # the target's resources, on a cluster too
+        written = json.loads((out_dir / "summary.json").read_text())
+        assert written["sent"] == status["sent"] and written["durationS"] > 0 and written["sendLagMs"]
+        chunks = live.list("configmaps", label_selector="kinfer.dev/experiment=split")
+        assert "split-results-0" in {c["metadata"]["name"] for c in chunks}
+
+        # Deleting the experiment removes its Job, pods, ConfigMaps (the stored results too) and Secret.
         await live.kubectl("delete", "lexp", "split", "--timeout=60s", timeout_s=70)
         await eventually(lambda: not live.list("jobs") and not live.list("configmaps", label_selector="kinfer.dev/"
                          "experiment=split") and live.get("secrets", "split-control") is None
