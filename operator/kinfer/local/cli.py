@@ -2,7 +2,8 @@
 
 Runs the manifests' InferenceServices and LoadExperiments as local processes, shows them live, writes
 each experiment's results and report, and exits 0 when every SLO is met (or none is set), 1 when one
-fails or the run could not complete, 2 on bad input, 130 when interrupted.
+fails or the run could not complete, 2 on bad input, 130 when interrupted. A Sweep runs its points one
+at a time and writes the comparison (:mod:`kinfer.local.sweep`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from kinfer.api import InferenceService, ManifestError, load_resources
+from kinfer.api import InferenceService, ManifestError, Sweep, load_resources
 from kinfer.local.plan import LOOPBACK, Plan, build_plan, missing_host_paths
 from kinfer.local.runner import RunOutcome, run
 
@@ -66,7 +67,7 @@ def free_ports() -> Iterator[int]:
             yield s.getsockname()[1]
 
 
-def _check_paths(plan: Plan, services: list[InferenceService], base: Path) -> None:
+def check_paths(plan: Plan, services: list[InferenceService], base: Path) -> None:
     """Model, dataset and payload paths must exist before anything starts; a server's missing paths are
     named together, as the host paths this machine would need (through the manifest's volumes)."""
     for svc in services:
@@ -95,6 +96,19 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _run_sweeps(sweeps: list[Sweep], results_for: Callable[[str], Path], dashboard: int | None, plain: bool) -> int:
+    """Each Sweep's points one at a time (:mod:`kinfer.local.sweep`)."""
+    from kinfer.local.sweep import run_sweeps
+    from kinfer.local.view import make_console
+
+    console = make_console()
+
+    def check(plan: Plan, services: list[InferenceService]) -> None:
+        check_paths(plan, services, Path.cwd())
+
+    return run_sweeps(sweeps, results_for, free_ports, dashboard, check, console, console.is_terminal and not plain)
+
+
 def main(argv: list[str]) -> int:
     """Entry point of ``kinfer run``."""
     args = parser().parse_args(argv)
@@ -110,8 +124,14 @@ def main(argv: list[str]) -> int:
         def results_for(name: str) -> Path:
             return root / name / stamp if default_root else root / name
 
+        sweeps = [r for r in resources if isinstance(r, Sweep)]
+        if sweeps:
+            if len(sweeps) != len(resources):
+                raise ManifestError("a Sweep runs its own InferenceService and LoadExperiment: run it in its own files")
+            return _run_sweeps(sweeps, results_for, dashboard, args.plain)
+
         plan = build_plan(resources, free_ports(), results_for, dashboard, Path.cwd())
-        _check_paths(plan, [r for r in resources if isinstance(r, InferenceService)], Path.cwd())
+        check_paths(plan, [r for r in resources if isinstance(r, InferenceService)], Path.cwd())
         if dashboard is not None:
             for exp in plan.experiments:
                 if not _port_free(exp.control_port):
