@@ -54,7 +54,7 @@ async def live(control_plane: ControlPlane, tmp_path: Path) -> AsyncIterator[Liv
     finally:
         # No operator removes kinfer's finalizers and no kubelet finishes pods after the test: do both,
         # so that the namespace really goes.
-        for resource in ("loadexperiments", "inferenceservices"):
+        for resource in ("sweeps", "loadexperiments", "inferenceservices"):
             for obj in cluster.list(resource):
                 if obj["metadata"].get("finalizers"):
                     cluster.patch(resource, obj["metadata"]["name"], {"metadata": {"finalizers": None}})

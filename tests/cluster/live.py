@@ -62,8 +62,9 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "jobs": ("/apis/batch/v1", True),
     "inferenceservices": ("/apis/kinfer.dev/v1alpha1", True),
     "loadexperiments": ("/apis/kinfer.dev/v1alpha1", True),
+    "sweeps": ("/apis/kinfer.dev/v1alpha1", True),
 }
-ALIASES = {"lexp": "loadexperiments", "kisvc": "inferenceservices"}
+ALIASES = {"lexp": "loadexperiments", "kisvc": "inferenceservices", "sweep": "sweeps"}
 
 
 class ApiError(AssertionError):

@@ -1,6 +1,6 @@
 """The chart's RBAC is derived, not guessed: the operator, running clusterwide as the chart's
 ServiceAccount, goes through every path that calls the API (create, scale, change, complete, patch the
-rate, stop, delete), and the API server's audit log of that ServiceAccount's requests must equal what
+rate, stop, run a Sweep, delete), and the API server's audit log of that ServiceAccount's requests must equal what
 the chart's roles grant, plus two things derived from the code rather than seen in one run: ``update``
 on ``*/finalizers``, which owner references with ``blockOwnerDeletion`` need (checked at admission, not
 recorded as a request), and ``get`` on each kind it creates, which ``ensure()`` reads back after a 409. Then the
@@ -70,6 +70,11 @@ EXPERIMENT: dict[str, Any] = {
     "apiVersion": "kinfer.dev/v1alpha1", "kind": "LoadExperiment", "metadata": {"name": "rbac-load"},
     "spec": {"target": {"service": "rbac-target"}, "arrival": "uniform", "windowSize": 2,
              "schedule": [{"rps": 10, "duration": "5s"}], "slo": {"p99Ms": 1000}}}
+SWEEP: dict[str, Any] = {
+    "apiVersion": "kinfer.dev/v1alpha1", "kind": "Sweep", "metadata": {"name": "rbac-sweep"},
+    "spec": {"service": {"model": {"name": "null", "format": "null"}, "service": {"type": "ClusterIP"}},
+             "experiment": {"arrival": "uniform", "windowSize": 2, "schedule": [{"rps": 5, "duration": "2s"}]},
+             "matrix": [{"path": "service.threads", "values": [1]}]}}
 
 
 @pytest.mark.parametrize("mode", ["clusterwide", "one-namespace"])
@@ -97,7 +102,8 @@ async def test_the_chart_grants_exactly_what_the_operator_uses(
 
     used = used_grants(control_plane, user, since)
     granted = chart_grants(control_plane, release, *values)
-    finalizers = {("kinfer.dev", f"{kind}/finalizers", "update") for kind in ("inferenceservices", "loadexperiments")}
+    finalizers = {("kinfer.dev", f"{kind}/finalizers", "update")
+                  for kind in ("inferenceservices", "loadexperiments", "sweeps")}
     # Kube.ensure() reads an object back when its create answers 409 (after a restart between two creates)
     # to check who controls it: every kind the operator creates that way needs get, even in a run with no
     # restart (Events are posted by kopf, not ensured).
@@ -138,6 +144,11 @@ async def exercise_every_api_path(live: LiveCluster, operator: OperatorProcess) 
                          timeout_s=30)
         await live.kubectl("wait", "--for=condition=SLOMet", "--timeout=60s", "lexp/rbac-load", timeout_s=70)
         await stop_before_start(live, "rbac-pending")
+        # A Sweep of one point: it creates the point's InferenceService and LoadExperiment, and deletes the
+        # InferenceService when the point is done.
+        await live.kubectl("apply", "-f", "-", input=yaml.safe_dump(SWEEP))
+        await eventually(lambda: status_of(live, "sweep", "rbac-sweep").get("phase") == "Succeeded", timeout_s=90)
+        await live.kubectl("delete", "sweep", "rbac-sweep", "--timeout=60s", timeout_s=70)
         await live.kubectl("delete", "lexp", "rbac-load", "--timeout=60s", timeout_s=70)
         await live.kubectl("delete", "kisvc", "rbac-target", "--timeout=60s", timeout_s=70)
         await eventually(lambda: not live.list("pods"), timeout_s=60)

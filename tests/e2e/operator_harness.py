@@ -386,7 +386,7 @@ async def install_crds(cluster: Cluster) -> None:
     """The generated CRDs, applied with the real kubectl."""
     await cluster.kubectl("apply", "--validate=false", "-f", str(ROOT / "crds"))
     await cluster.kubectl("wait", "--for=condition=Established", "--timeout=10s",
-                          "crd/inferenceservices.kinfer.dev", "crd/loadexperiments.kinfer.dev")
+                          "crd/inferenceservices.kinfer.dev", "crd/loadexperiments.kinfer.dev", "crd/sweeps.kinfer.dev")
 
 
 def status_of(cluster: Cluster, resource: str, name: str) -> dict[str, Any]:

@@ -123,6 +123,8 @@ class SweepSpec(Model):
         total = math.prod(len(axis.values) for axis in self.matrix)
         if total > MAX_POINTS:
             raise ValueError(f"matrix: {total} points, at most {MAX_POINTS} (names carry the point index)")
+        if self.experiment.loop and self.experiment.requests is None:
+            raise ValueError("experiment.loop needs experiment.requests in a Sweep: every point must end")
         if self.objective == "capacity" and self.experiment.mode != "capacity":
             raise ValueError("objective capacity needs experiment.mode capacity (it reads the capacity found)")
         return self

@@ -18,6 +18,7 @@ import kopf
 # Importing the handler modules registers them on REGISTRY.
 from kinfer.controller import isvc as _isvc
 from kinfer.controller import lexp as _lexp
+from kinfer.controller import sweep as _sweep
 from kinfer.controller.kube import Kube
 from kinfer.controller.leader import LeaderElection
 from kinfer.controller.metrics import OperatorMetrics, serve
@@ -25,7 +26,7 @@ from kinfer.controller.runtime import REGISTRY, Runtime, runtime
 from kinfer.controller.settings import Settings
 
 __all__ = ["REGISTRY", "memo_for", "run", "spawn"]
-_HANDLER_MODULES = (_isvc, _lexp)
+_HANDLER_MODULES = (_isvc, _lexp, _sweep)
 log = logging.getLogger("kinfer.operator")
 PREFIX = "kinfer.dev"
 
@@ -63,7 +64,12 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 #: kopf's watchers the operator cannot work without (kopf names each task ``watcher for <resource>@<ns>``).
-WATCHED = ("inferenceservices.v1alpha1.kinfer.dev", "loadexperiments.v1alpha1.kinfer.dev", "pods.v1")
+WATCHED = (
+    "inferenceservices.v1alpha1.kinfer.dev",
+    "loadexperiments.v1alpha1.kinfer.dev",
+    "sweeps.v1alpha1.kinfer.dev",
+    "pods.v1",
+)
 
 
 def health(rt: Runtime) -> tuple[str, list[str]]:

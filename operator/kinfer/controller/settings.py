@@ -61,6 +61,10 @@ class Settings:
     """Name of the Lease (the chart uses its release's name: one acting operator per release)."""
     lease_s: float = 15.0
     """How long a leader's claim lasts without renewal; it renews every third of it."""
+    sweep_ready_timeout_s: float = 600.0
+    """How long a Sweep point's experiment may wait for its InferenceService before the point is Failed."""
+    sweep_teardown_timeout_s: float = 300.0
+    """How long a Sweep waits for a point's server pods to be gone before the next point starts anyway."""
     extra: Mapping[str, str] = field(default_factory=dict)
     """Unrecognised ``KINFER_OPERATOR_*`` names (reported, not fatal)."""
 
@@ -139,6 +143,8 @@ KNOWN = {
     "OPERATOR_NAMESPACE",
     "SCRAPER_NAMESPACE",
     "LEASE_S",
+    "SWEEP_READY_TIMEOUT_S",
+    "SWEEP_TEARDOWN_TIMEOUT_S",
 }
 
 
@@ -184,6 +190,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
         operator_namespace=operator_namespace,
         scraper_namespace=scraper_namespace,
         lease_s=_float(env, "LEASE_S", 15.0),
+        sweep_ready_timeout_s=_float(env, "SWEEP_READY_TIMEOUT_S", 600.0),
+        sweep_teardown_timeout_s=_float(env, "SWEEP_TEARDOWN_TIMEOUT_S", 300.0),
         extra=extra,
     )
 

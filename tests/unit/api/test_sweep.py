@@ -115,6 +115,9 @@ def test_spec_rules() -> None:
                                          {"path": "service.threads", "values": list(range(1, 12))}]))  # fmt: skip
     with pytest.raises(ManifestError, match=r"objective capacity needs experiment\.mode capacity"):
         parse_resource(sweep_doc(objective="capacity"))
+    with pytest.raises(ManifestError, match="every point must end"):
+        parse_resource(sweep_doc(experiment={"target": {}, "loop": True, "schedule": [{"rps": 1, "duration": "1s"}]},
+                                 matrix=[{"path": "experiment.schedule[0].rps", "values": [1]}]))  # fmt: skip
     with pytest.raises(ManifestError, match="matrix"):
         parse_resource(sweep_doc(matrix=[]))
     with pytest.raises(ManifestError, match="path"):
