@@ -92,3 +92,7 @@ async def test_a_two_point_sweep_runs_one_point_at_a_time_to_complete(
     assert [verb for _, verb, _ in in_order] == ["create", "delete", "create", "delete"], calls
     assert [name for _, verb, name in in_order if verb == "delete"] == ["pair-p0", "pair-p1"], calls
     assert live.list("inferenceservices") == []
+    # The study is planned from the whole spec: it cannot change once it exists.
+    rc, _, err = await live.kubectl("patch", "sweep", "pair", "--type=merge", "-p", '{"spec":{"cooldown":"1s"}}',
+                                    check=False)
+    assert rc != 0 and "a Sweep's spec cannot change once it exists" in err, err

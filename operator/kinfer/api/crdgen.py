@@ -86,6 +86,13 @@ def immutability_rule(resource: ResourceDef, spec_schema: dict[str, Any]) -> dic
     """A CEL transition rule on ``spec``: every field but the live ones keeps its value (or absence)."""
     if resource.live_fields is None:
         return None
+    if not resource.live_fields:
+        return {
+            "rule": "self == oldSelf",
+            "message": f"a {resource.kind}'s spec cannot change once it exists: its run is planned from it "
+            f"(create a new {resource.kind} to run another plan)",
+            "reason": "FieldValueForbidden",
+        }
     fixed = [name for name in spec_schema.get("properties", {}) if name not in resource.live_fields]
     rule = " && ".join(
         f"(has(self.{f}) ? has(oldSelf.{f}) && self.{f} == oldSelf.{f} : !has(oldSelf.{f}))" for f in fixed

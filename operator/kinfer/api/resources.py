@@ -184,7 +184,8 @@ class ResourceDef:
     description: str
     name_rule: NameRule
     live_fields: tuple[str, ...] | None = None
-    """Spec fields that may change after creation; ``None``: all of them (the spec is reconciled)."""
+    """Spec fields that may change after creation; ``None``: all of them (the spec is reconciled); ``()``:
+    none."""
 
     @property
     def crd_name(self) -> str:
@@ -257,6 +258,8 @@ SWEEP = ResourceDef(
     description="A design-space study: an InferenceService and a LoadExperiment run once per point of a "
     "parameter matrix, one point at a time.",
     name_rule=SWEEP_NAME,
+    # Its points are expanded from the whole spec and their rows recorded in order: nothing may change.
+    live_fields=(),
 )
 
 RESOURCES: dict[str, ResourceDef] = {d.kind: d for d in (INFERENCE_SERVICE, LOAD_EXPERIMENT, SWEEP)}

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kinfer.api import crdgen
 from kinfer.api.manifests import ManifestError, parse_resource
-from kinfer.api.resources import EXPERIMENT_NAME, SERVICE_NAME, SWEEP_NAME, Sweep
+from kinfer.api.resources import EXPERIMENT_NAME, SERVICE_NAME, SWEEP, SWEEP_NAME, Sweep
 from kinfer.api.sweep import (
     MAX_POINTS,
     SweepError,
@@ -212,3 +213,9 @@ def test_best_is_the_extreme_and_the_earliest_on_ties(values: list[float]) -> No
     assert top is not None and low is not None
     assert top["value"] == max(values) and top["index"] == values.index(max(values))
     assert low["value"] == min(values) and low["index"] == values.index(min(values))
+
+
+def test_the_crd_refuses_any_spec_change() -> None:
+    spec = crdgen.crd(SWEEP)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    [rule] = spec["x-kubernetes-validations"]
+    assert rule["rule"] == "self == oldSelf" and "cannot change" in rule["message"]
