@@ -16,6 +16,9 @@ from typing import Any
 import aiohttp
 import yaml
 
+from kinfer.api import LoadExperiment, parse_resource
+from kinfer.controller.lexp_build import build_job
+from kinfer.controller.settings import Settings
 from tests.cluster.live import KUBECTL, LiveCluster, OperatorProcess, running_operator
 from tests.cluster.test_rbac import stop_before_start
 from tests.e2e.operator_harness import Kubelet, condition, dump, status_of
@@ -190,3 +193,22 @@ async def test_only_intensity_and_stop_change_after_creation(live: LiveCluster) 
                    '{"spec":{"target":{"service":"other"}}}', '{"spec":{"requests":100}}'):
         rc, _, err = await live.kubectl("patch", "lexp", "split", "--type=merge", "-p", change, check=False)
         assert rc != 0 and "only spec.intensity and spec.stop can change" in err, (change, err)
+
+
+async def test_a_results_volume_claim_is_admitted_under_restricted_pod_security(live: LiveCluster) -> None:
+    """The generator pod with ``spec.results.volumeClaim`` passes the real Pod Security admission of a
+    ``restricted`` namespace (server-side dry run of the Job's pod); the same pod with a hostPath results
+    volume is refused there, so the check can fail."""
+    doc = {**EXPERIMENT, "metadata": {"name": "claimed", "namespace": live.namespace, "uid": "u-1"},
+           "spec": {**EXPERIMENT["spec"], "results": {"volumeClaim": "bench-results"}}}
+    resource = parse_resource(doc)
+    assert isinstance(resource, LoadExperiment)
+    job = build_job(resource, "http://target:5000/gpu", Settings())
+    spec = job["spec"]["template"]["spec"]
+    assert spec["volumes"][1] == {"name": "results", "persistentVolumeClaim": {"claimName": "bench-results"}}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "claimed-check"}, "spec": spec}
+    rc, _, err = await live.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+    assert rc == 0, err
+    spec["volumes"][1] = {"name": "results", "hostPath": {"path": "/tmp/results"}}
+    rc, _, err = await live.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+    assert rc != 0 and "hostPath" in err and "restricted" in err, err
