@@ -185,7 +185,7 @@ async def test_experiment_live_status_intensity_restart_and_completion(
             stored = read_chunks(stored_chunks(cluster, "mobilenet-load"))
             indices = sorted(stored.records[0])
             assert len(indices) >= 20 and indices == list(range(len(indices))), indices
-            summary = json.loads(cluster.get("configmaps", "mobilenet-load-results")["data"]["summary.json"])
+            summary = json.loads(cluster.get("configmaps", "mobilenet-load-results")["data"]["summary.json"])  # type: ignore[index]
             for key in ("durationS", "achievedRPS", "serviceTimeMs", "sendLagMs", "latencyMs", "stages", "slo"):
                 assert summary.get(key) not in (None, {}), (key, summary)
             assert summary["source"] == "generators" and not summary.get("incomplete"), summary
@@ -209,7 +209,7 @@ async def test_experiment_live_status_intensity_restart_and_completion(
 
 def stored_chunks(cluster: Cluster, name: str) -> list[dict[str, Any]]:
     """The experiment's stored record chunks, in order."""
-    chunks = []
+    chunks: list[dict[str, Any]] = []
     while (cm := cluster.get("configmaps", chunk_name(name, len(chunks)))) is not None:
         chunks.append(cm)
     return chunks
