@@ -120,13 +120,16 @@ async def test_a_failed_point_is_recorded_and_the_sweep_goes_on(cluster: Cluster
     doc = sweep("mixed", [{"path": "service.volumes", "values": [refused, []]}], objective="p99")
     async with Kubelet(cluster, tmp_path), kinfer_operator(SETTINGS):
         await apply(cluster, doc)
-        await until_phase(cluster, "mixed", "Succeeded", 90)
-    status = status_of(cluster, "sweep", "mixed")
+        status = await until_phase(cluster, "mixed", "Succeeded", 90)
+        stopped = status_of(cluster, "lexp", "mixed-p0")
+        # Deleting the Sweep deletes its points' objects (owner references).
+        await cluster.kubectl("delete", "sweep", "mixed", "--timeout=20s", timeout_s=30)
+        await eventually(lambda: not cluster.list("loadexperiments", "default")
+                         and not cluster.list("inferenceservices", "default"), timeout_s=20)  # fmt: skip
     failed, ok = status["points"]
     assert failed["phase"] == "Failed" and "mixed-p0 not Ready within 4s" in failed["message"], dump(status)
     assert ok["phase"] == "Succeeded" and ok["latencyMs"]["p99"] > 0, dump(status)
     assert status["best"]["index"] == 1 and status["best"]["value"] == ok["latencyMs"]["p99"]
-    stopped = status_of(cluster, "lexp", "mixed-p0")
     assert stopped["phase"] == "Stopped", dump(stopped)  # the waiting experiment was ended, not left behind
     assert "1 failed" in condition(status, "Complete")["message"]
 
