@@ -199,3 +199,11 @@ def test_records_carry_the_servers_numbers_and_stages_average_those_that_have_th
     stages = recorder.stage_summaries()
     assert stages[0]["server"] == {"cpu": 1.0, "memoryMB": 100.0, "gpuUtil": None, "gpuMemoryMB": None}
     assert stages[1]["server"] == {"cpu": 4.0, "memoryMB": 400.0, "gpuUtil": 50.0, "gpuMemoryMB": 2048.0}
+
+
+def test_the_generator_reads_the_names_the_server_exports() -> None:
+    from kinfer.loadgen import server_resources as scraped
+    from kinfer.server import metrics as exported
+
+    for name in ("CPU_SECONDS", "MEMORY_BYTES", "GPU_UTILIZATION", "GPU_MEMORY"):
+        assert getattr(scraped, name) == getattr(exported, name)
