@@ -88,6 +88,8 @@ async def test_a_2x2_sweep_runs_its_points_one_at_a_time(cluster: Cluster, tmp_p
     assert [r["experiment"] for r in rows] == [f"grid-p{i}" for i in range(4)]
     assert all(r["phase"] == "Succeeded" and r["throughput"] > 0 and r["sloMet"] is True for r in rows), dump(rows)
     assert all(r["latencyMs"]["p99"] > 0 and r["achievedRPS"] > 0 for r in rows), dump(rows)
+    # the model server's resources, from the generator's summary (it scrapes the point's pods)
+    assert all(r.get("server", {}).get("memoryMB", 0) > 0 for r in rows), dump(rows)
     # offered 5 or 10 requests/s: the rows say which
     assert rows[1]["achievedRPS"] > rows[0]["achievedRPS"] * 1.5, dump(rows)
     best = max(range(4), key=lambda i: rows[i]["throughput"])
