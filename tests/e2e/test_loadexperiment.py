@@ -189,7 +189,7 @@ async def test_experiment_live_status_intensity_restart_and_completion(
             for key in ("durationS", "achievedRPS", "serviceTimeMs", "sendLagMs", "latencyMs", "stages", "slo"):
                 assert summary.get(key) not in (None, {}), (key, summary)
             assert summary["source"] == "generators" and not summary.get("incomplete"), summary
-            assert summary["records"] == len(indices) and summary["latencyMs"]["p99"] > 0
+            assert summary["records"] == summary["storedRecords"] == len(indices) and summary["latencyMs"]["p99"] > 0
             # the operator told the generator where the InferenceService's pods serve /metrics
             assert any(r.get("serverCPU") is not None for r in stored.series(0)), stored.series(0)[-1]
             assert summary["server"]["cpu"] is not None and summary["server"]["memoryMB"] > 0, summary["server"]

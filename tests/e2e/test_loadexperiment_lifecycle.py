@@ -121,7 +121,7 @@ async def test_a_generator_killed_mid_run_fails_the_experiment_keeping_what_it_m
         for key in ("durationS", "achievedRPS", "latencyMs", "serviceTimeMs", "sendLagMs"):
             assert summary.get(key), (key, summary)
         stored = read_chunks(stored_chunks(cluster, "killed"))
-        assert len(stored.series(0)) >= 1 and summary["records"] == len(stored.series(0))
+        assert len(stored.series(0)) >= 1 and summary["storedRecords"] == len(stored.series(0))
         rc, out, err = await plugin(cluster, "report", "killed", "--output", str(tmp_path / "report"))
         assert rc == 1 and "NOT MET" in out, (out, err)  # the run failed: the verdict says so
         written = json.loads((tmp_path / "report" / "summary.json").read_text())

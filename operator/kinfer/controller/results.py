@@ -195,7 +195,8 @@ def final_summary(
     summary["stages"] = list(summary.get("stages") or [])
     if summary.get("server") is None:
         summary["server"] = server_resources(series)
-    summary["records"] = len(series)
+    summary.setdefault("records", len(series))  # the generators' own count, when they gave one
+    summary["storedRecords"] = len(series)
     summary["generators"] = lexp.spec.parallelism
     summary["source"] = source
     return summary, source
