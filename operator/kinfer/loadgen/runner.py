@@ -357,14 +357,20 @@ def _ms(value: float | None) -> str:
 
 
 def terminal_line(r: Record) -> str:
-    """One line per record for the terminal view."""
+    """One line per record for the terminal view (with the server's CPU and GPU when they were measured)."""
     sr = "    -" if r.service_rate is None else f"{r.service_rate * 100:5.1f}"
     target = f"target={r.target_rps:8.1f}" if r.concurrency is None else f"clients={r.concurrency:7d}"
-    return (
+    line = (
         f"t={r.t:7.1f}s {target} rps={r.real_rps:8.1f} qps={r.real_qps:8.1f} "
         f"err={r.errors:<5d} drop={r.dropped:<5d} p50={_ms(r.p50_ms)}ms p99={_ms(r.p99_ms)}ms "
         f"max={_ms(r.max_ms)}ms avg99th={_ms(r.avg99th_ms)}ms SR={sr}%"
     )
+    server = r.server
+    if server.cpu_cores is not None:
+        line += f" serverCPU={server.cpu_cores:5.2f}"
+    if server.gpu_util_pct is not None:
+        line += f" GPU={server.gpu_util_pct:5.1f}%"
+    return line
 
 
 async def run_async(config: LoadgenConfig, *, handle_signals: bool = False, in_process: bool = False) -> Run:
