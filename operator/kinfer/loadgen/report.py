@@ -178,6 +178,7 @@ def _server_plot(out: Path, records: list[dict[str, str]], boundaries: Any) -> t
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 4.8), sharex=True)
     top.plot(t, _col(records, "serverCPU"), label="server CPU (cores)", color="tab:red")
     top.set(ylabel="cores", title="Server resources (the target's pods, per record)")
+    top.set_ylim(bottom=0)
     if gpu:
         right = top.twinx()
         right.plot(t, _col(records, "serverGPUUtil"), label="GPU utilization %", color="tab:green")
@@ -189,7 +190,8 @@ def _server_plot(out: Path, records: list[dict[str, str]], boundaries: Any) -> t
     if _has(records, "serverGPUMemoryMB"):
         bottom.plot(t, _col(records, "serverGPUMemoryMB"), label="GPU memory (MB)", color="tab:olive")
     bottom.set(xlabel="time (s)", ylabel="MB")
-    bottom.legend(loc="upper left")
+    bottom.set_ylim(bottom=0)
+    bottom.legend(loc="lower right")
     boundaries(top)
     boundaries(bottom)
     fig.tight_layout()
