@@ -2,6 +2,10 @@
 ``make bench-peers`` (which installs the peers first, tests/perf/peers/install.sh) or by hand::
 
     .venv/bin/python tests/perf/bench_peers.py [--duration 10] [--tools kinfer,hey,k6,...] [--out results/bench-peers]
+    (tools: kinfer, hey, k6, autocannon, locust, artillery, perf_analyzer)
+
+Triton's perf_analyzer speaks only the Open Inference Protocol v2: the endpoint answers its model
+metadata/config reads and ``POST /v2/models/m/infer`` (the same microsecond answer, recorded alike).
 
 Every tool is pinned to one core (``taskset``), the endpoint (tests/perf/peers/record_server.py, uvloop,
 answers in microseconds) to the other. For each tool, in the same rounds (each rate runs every tool
@@ -62,6 +66,9 @@ NATURE = {
                   "from actual send: no CO correction",
     "locust": "closed loop: -u users, constant_throughput pacing per user; from actual send: no CO correction",
     "artillery": "open loop of virtual users (arrivalRate, one request each); from actual send: no CO correction",
+    "perf_analyzer": "open loop with --async --request-rate-range (a schedule; a late send is sent late and "
+                     "counted as delayed, not dropped); from actual send: no CO correction; measures its last 3 "
+                     "windows, not the whole run",
 }  # fmt: skip
 
 
@@ -86,6 +93,8 @@ class Run:
     #: from the scheduled send, so a generator descheduled on a shared core shows there and not here
     service_p99: float | None = None
     lag99: float | None = None
+    #: perf_analyzer only: the share of its sends that left later than their schedule (it sends them late)
+    delayed_pct: float | None = None
     failure: str | None = None
     server: dict[str, Any] = field(default_factory=dict)
 
@@ -146,6 +155,7 @@ TOOL_BINS = {
     "autocannon": _bin("npm-autocannon", "node_modules", ".bin", "autocannon"),
     "locust": _bin("locust", "bin", "locust"),
     "artillery": _bin("npm-artillery", "node_modules", ".bin", "artillery"),
+    "perf_analyzer": _bin("perf_analyzer", "bin", "perf_analyzer"),
 }
 
 
@@ -333,9 +343,43 @@ def run_artillery(
             "cpu_s": cpu_s, "wall_s": wall, "elapsed": span}  # fmt: skip
 
 
+def run_perf_analyzer(
+    url: str, rate: float, duration: float, conns: int, cpu: int, raw: Path, work: Path
+) -> dict[str, Any]:
+    """Triton's perf_analyzer against the endpoint's Open Inference Protocol v2 routes (model ``m``,
+    record_server.py), fixed rate, asynchronous sends. It measures in windows until 3 agree; with the
+    stability rule opened wide (``--stability-percentage 100000``: the stall case's p99 is 2000x its
+    median) that is 3 windows of ``duration``/3, and its figures (count, throughput, percentiles) are
+    over those windows: the run's ``duration`` is taken as count / throughput, its own measured time.
+    Its CPU per request counts its whole process (warm-up window and drain included) over those."""
+    lib = next(PEERS.glob("perf_analyzer/lib/python*/site-packages/nvidia/cuda_runtime/lib"), None)
+    env = ["env", f"LD_LIBRARY_PATH={lib}"] if lib else []
+    host = url.split("//", 1)[1].rstrip("/")
+    csv = work / "pa.csv"
+    csv.unlink(missing_ok=True)
+    cmd = [*env, str(TOOL_BINS["perf_analyzer"]), "-m", "m", "-u", host, "-i", "http", "--async",
+           "--request-rate-range", f"{rate:g}", "--measurement-interval", f"{duration * 1000 / 3:.0f}",
+           "--stability-percentage", "100000", "--max-trials", "3", "--percentile", "99", "-f", str(csv)]  # fmt: skip
+    text, cpu_s, wall = execute(cmd, cpu, raw, 3 * duration + 90)
+
+    def num(pattern: str) -> float | None:
+        m = re.search(pattern, text)
+        return float(m.group(1)) if m else None
+
+    count, per_s = num(r"Request count: (\d+)"), num(r"Throughput: ([0-9.]+) infer/sec")
+    if count is None or not per_s:
+        raise ToolFailed(" ".join(text.split())[-400:])
+    errors = len(re.findall(r"Thread \[\d+\] had error", text))
+    p50, p99 = num(r"p50 latency: (\d+) usec"), num(r"p99 latency: (\d+) usec")
+    return {"ok": int(count), "errors": errors, "duration": count / per_s,
+            "p50": p50 / 1000 if p50 is not None else None, "p99": p99 / 1000 if p99 is not None else None,
+            "delayed_pct": num(r"([0-9.]+)% of the requests were delayed") or 0.0, "cpu_s": cpu_s,
+            "wall_s": wall}  # fmt: skip
+
+
 RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "kinfer": run_kinfer, "hey": run_hey, "k6": run_k6, "autocannon": run_autocannon, "locust": run_locust,
-    "artillery": run_artillery,
+    "artillery": run_artillery, "perf_analyzer": run_perf_analyzer,
 }  # fmt: skip
 #: connections/users for the ceiling runs (the closed-loop tools need as many as the rate x latency)
 CEILING_CONNS = {"hey": 50, "autocannon": 100, "locust": 100}
@@ -361,6 +405,8 @@ def row(r: Run) -> str:
     state = "held" if r.held else ("FAILED: " + r.failure if r.failure else "not held")
     if r.wall_s:
         state += f" ({r.wall_s:.0f} s)"
+    if r.delayed_pct:
+        state += f", {r.delayed_pct:g} % sent late"
     return (f"{r.tool:<11} {r.label:<9} {r.rate:>7g} {r.achieved:>9.1f} {r.errors:>5d} {r.dropped:>5d} "
             f"{fmt(r.p50):>8} {fmt(r.p99):>8} {fmt(r.max):>9} {fmt(r.cpu_us_per_request, '.0f'):>7}  "
             f"{state}")  # fmt: skip
@@ -475,6 +521,7 @@ def main() -> int:
             "sendLagP99At2000Ms": at2k.lag99 if at2k else None,
             "held2000": at2k.held if at2k else None,
             "cpuUsPerRequestAt2000": at2k.cpu_us_per_request if at2k else None,
+            "delayedPctAt2000": at2k.delayed_pct if at2k else None,
             "truth": {r.label: {"toolP99Ms": r.p99, "serverP99Ms": r.server.get("p99"), "toolResponses": r.ok,
                                 "serverRequests": r.server.get("requests"), "failure": r.failure}
                       for r in truth_runs if r.tool == tool},

@@ -30,6 +30,38 @@ RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\
 _LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
 
 
+def _json(doc: object) -> bytes:
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+# The Open Inference Protocol v2 as Triton's perf_analyzer asks it (model "m": one INT32 [1] input and
+# output): the model's metadata and Triton's config and statistics (read, not timed) and the inference
+# answer (timed and recorded like any other request).
+_TENSOR = {"datatype": "INT32", "shape": [1]}
+_ID = re.compile(rb'"id":\s*"([^"]*)"')
+
+
+def v2_answer(request_id: bytes) -> bytes:
+    return _json({"id": request_id.decode(), "model_name": "m", "model_version": "1",
+                  "outputs": [{"name": "OUTPUT0", **_TENSOR, "data": [0]}]})  # fmt: skip
+
+
+V2_READS = {
+    b"/v2/models/m": _json({"name": "m", "versions": ["1"], "platform": "python",
+                            "inputs": [{"name": "INPUT0", **_TENSOR}], "outputs": [{"name": "OUTPUT0", **_TENSOR}]}),
+    b"/v2/models/m/config": _json({"name": "m", "platform": "python", "backend": "python", "max_batch_size": 0,
+                                   "input": [{"name": "INPUT0", "data_type": "TYPE_INT32", "dims": ["1"]}],
+                                   "output": [{"name": "OUTPUT0", "data_type": "TYPE_INT32", "dims": ["1"]}]}),
+    b"/v2/models/m/stats": _json({"model_stats": []}),
+    b"/v2/models/stats": _json({"model_stats": []}),
+    b"/v2/health/live": _json({}),
+    b"/v2/health/ready": _json({}),
+    b"/v2/models/m/ready": _json({}),
+    b"/v2": _json({"name": "record_server", "version": "2.44.0", "extensions": []}),
+}  # fmt: skip
+
+
 class State:
     def __init__(self, mode: str) -> None:
         kind, *args = mode.split(":")
@@ -40,7 +72,7 @@ class State:
         self.first: float | None = None
         self.count = 0
         self.ms: list[float] = []
-        self.queue: collections.deque[tuple[Answer, float]] = collections.deque()
+        self.queue: collections.deque[tuple[Answer, float, bytes]] = collections.deque()
         self.busy = False
 
 
@@ -67,34 +99,44 @@ class Answer(asyncio.Protocol):
             end = i + 4 + (int(m.group(1)) if m else 0)
             if len(buf) < end:
                 break
+            line = buf[: buf.find(b"\r\n")]
+            request_id = _ID.search(buf, i + 4, end) if line.startswith(b"POST /v2") else None
             buf = buf[end:]
-            self.arrived(now)
+            if line.startswith(b"GET /v2"):  # perf_analyzer's set-up reads: answered, not counted
+                path = line.split(b" ")[1].split(b"?")[0].rstrip(b"/")
+                assert self.transport is not None
+                self.transport.write(V2_READS.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+                continue
+            if not line.startswith(b"POST /v2"):
+                self.arrived(now, RESPONSE)
+            else:  # an inference: the answer carries the request's id (perf_analyzer's async mode matches on it)
+                self.arrived(now, v2_answer(request_id.group(1) if request_id else b""))
         self.buf = buf
 
-    def arrived(self, now: float) -> None:
+    def arrived(self, now: float, response: bytes) -> None:
         st = self.state
         if st.first is None:
             st.first = now
         if st.kind == "fast":
             st.count += 1
             assert self.transport is not None
-            self.transport.write(RESPONSE)
+            self.transport.write(response)
         elif st.kind == "serial":
-            st.queue.append((self, now))
+            st.queue.append((self, now, response))
             if not st.busy:
                 serve_next(st)
         else:  # stall
             start = st.first + st.stall_at
             end = start + st.stall_s
             if start <= now < end:
-                asyncio.get_running_loop().call_at(end, self.respond, now)
+                asyncio.get_running_loop().call_at(end, self.respond, now, response)
             else:
-                self.respond(now)
+                self.respond(now, response)
 
-    def respond(self, arrived: float) -> None:
+    def respond(self, arrived: float, response: bytes) -> None:
         self.state.ms.append((time.monotonic() - arrived) * 1000)
         if self.transport is not None:
-            self.transport.write(RESPONSE)
+            self.transport.write(response)
 
 
 def serve_next(st: State) -> None:
@@ -102,10 +144,10 @@ def serve_next(st: State) -> None:
         st.busy = False
         return
     st.busy = True
-    conn, arrived = st.queue.popleft()
+    conn, arrived, response = st.queue.popleft()
 
     def done() -> None:
-        conn.respond(arrived)
+        conn.respond(arrived, response)
         serve_next(st)
 
     asyncio.get_running_loop().call_later(st.service, done)
