@@ -7,7 +7,9 @@ each replica's ``kinfer serve`` (the gunicorn master, before its workers fork) i
 ``ceil(limit)`` cores, distinct cores per replica while the machine has enough, so a fractional
 limit rounds **up** (0.2 runs on one whole core). The run's notes, ``summary.json``
 (``serverLimits``) and a sweep's report say so. ``gpu.devices`` listing several devices is split
-between replicas ("0,1" and two replicas: "0" and "1"), the way a cluster gives each pod its own card.
+between replicas ("0,1" and two replicas: "0" and "1"), the way a cluster gives each pod its own card;
+a server without ``gpu`` sees no GPU (``CUDA_VISIBLE_DEVICES`` empty), as a pod without a GPU request
+sees none, so a CPU point of a sweep runs on the CPU even on a GPU machine.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class ServerLimits:
                 cores=[list(r.cores or ()) for r in self.replicas],
             )
         gpus = [r.gpu_devices for r in self.replicas]
-        if any(g is not None for g in gpus):
+        if any(gpus):
             out["gpuDevices"] = gpus
         if self.notes:
             out["notes"] = list(self.notes)
@@ -109,7 +111,8 @@ def server_limits(svc: InferenceService, cores: Sequence[int]) -> ServerLimits:
         elif shared:
             note += f"; {replicas} x {want} core(s) exceed the {len(cores)} here, so replicas share cores"
         notes.append(note)
-    gpus: list[str | None] = [None] * replicas
+    # No gpu at all: no GPU, as in a pod without a GPU request. gpu.count is not honoured locally.
+    gpus: list[str | None] = ["" if spec.gpu is None else None] * replicas
     if spec.gpu and spec.gpu.devices is not None:
         split, distinct = _split_devices(spec.gpu.devices, replicas)
         gpus = list(split)

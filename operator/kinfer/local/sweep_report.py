@@ -60,7 +60,7 @@ def short(path: str) -> str:
 
 def value_text(value: Any) -> str:
     """A parameter value as shown in tables and legends."""
-    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+    return json.dumps(value) if isinstance(value, dict | list | bool) or value is None else str(value)
 
 
 def parameters_text(params: Mapping[str, Any]) -> str:

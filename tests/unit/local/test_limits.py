@@ -53,6 +53,7 @@ def test_replicas_share_cores_only_when_the_machine_has_too_few() -> None:
 def test_without_a_cpu_limit_nothing_is_pinned() -> None:
     limits = server_limits(_svc(replicas=2), [0, 1])
     assert [r.cores for r in limits.replicas] == [None, None] and limits.notes == () and limits.describe() == {}
+    assert [r.gpu_devices for r in limits.replicas] == ["", ""]  # no gpu: no GPU, as a pod without a request
     assert pinned_argv(["py", "-m", "kinfer.cli"], None) == ["py", "-m", "kinfer.cli"]
 
 
