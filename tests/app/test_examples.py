@@ -128,7 +128,7 @@ def test_seed_002_prints_mean_response_time_and_cpu_per_point(tmp_path: Path, ti
     lines = done.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if "sweep seed002:" in line)
     end = next(i for i in range(start, len(lines)) if lines[i].startswith("best for"))
-    table = "\n".join(lines[start:end + 1])
+    table = "\n".join(lines[start : end + 1])
     (tmp_path / "seed-002-table.txt").write_text(table + "\n")
     header = next(line for line in lines[start:end] if "mean ms" in line)
     assert "replicas" in header and "limits.cpu" in header and "concurrency" in header and "CPU cores" in header
