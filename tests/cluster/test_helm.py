@@ -20,7 +20,7 @@ async def test_uninstall_keeps_the_crds_and_the_users_resources(
     await live.kubectl("apply", "-f", "-", input=yaml.safe_dump(null_service("survivor")))
     control_plane.helm("uninstall", RELEASE, "-n", OPERATOR_NAMESPACE, "--wait")
     try:
-        for crd in ("inferenceservices.kinfer.dev", "loadexperiments.kinfer.dev"):
+        for crd in ("inferenceservices.kinfer.dev", "loadexperiments.kinfer.dev", "sweeps.kinfer.dev"):
             rc, _, err = await live.kubectl("get", "crd", crd, check=False)
             assert rc == 0, err
         assert live.get("inferenceservices", "survivor") is not None

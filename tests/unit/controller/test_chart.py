@@ -29,7 +29,7 @@ def test_chart_and_values() -> None:
     assert values["installCRDs"] is True
     assert values["image"]["repository"] == "kinfer/operator"
     assert values["hostPathAllow"] == [] and values["watchNamespace"] == ""
-    for crd in ("inferenceservices", "loadexperiments"):
+    for crd in ("inferenceservices", "loadexperiments", "sweeps"):
         text = (CHART / "templates" / "crds" / f"{crd}.yaml").read_text()
         assert "{{- if .Values.installCRDs }}" in text
 
