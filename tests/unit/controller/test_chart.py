@@ -63,3 +63,11 @@ def test_default_images_are_the_tags_make_images_builds() -> None:
     for settings in (Settings(), from_env({})):
         assert values["serverImage"] == settings.server_image == f"kinfer/model-server:{version}"
         assert values["loadgenImage"] == settings.loadgen_image == f"kinfer/loadgen:{version}"
+
+
+def test_sweep_timeouts_default_to_the_operator_s_own() -> None:
+    from kinfer.controller.settings import Settings
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["sweep"]
+    assert values["readyTimeoutSeconds"] == Settings().sweep_ready_timeout_s
+    assert values["teardownTimeoutSeconds"] == Settings().sweep_teardown_timeout_s
