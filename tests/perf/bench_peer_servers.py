@@ -1,16 +1,21 @@
 """``kinfer serve`` side by side with the model servers users would pick instead, in one run. Run by
 ``make bench-peers-servers`` (which installs the peers first) or by hand::
 
-    .venv/bin/python tests/perf/bench_peer_servers.py [--servers kinfer,fastapi,mlserver,kserve]
+    .venv/bin/python tests/perf/bench_peer_servers.py
+        [--servers kinfer,fastapi,flask,mlserver,kserve,bentoml,rayserve,torchserve]
         [--model .demo/ssdlite-person] [--probe-s 10] [--out results/bench-peers]
 
 The same ONNX person detector (``kinfer model build ssdlite-person``) behind every server, two worker
 processes each, one ONNX Runtime thread per worker, the same decoder and the same ONNX Runtime call
 (tests/perf/peers/detector.py; kinfer uses its own backend, which makes that call with the same
 options). Each server gets the image through its natural path: the JPEG as the body of
-``POST /predict`` (kinfer, FastAPI), the Open Inference Protocol's JSON with one base64 BYTES input
-(MLServer, KServe). All servers run at once; every measure takes them in turns (so that a shared
-machine's drift reaches them alike):
+``POST /predict`` (kinfer, FastAPI, Flask, Ray Serve; TorchServe's ``POST /predictions/person``), the Open
+Inference Protocol's JSON with one base64 BYTES input (MLServer, KServe; BentoML's JSON path, typed by
+pydantic, since its file path is multipart, which kinfer's generator does not send). Two worker
+processes each: gunicorn/uvicorn/KServe workers, MLServer parallel workers, BentoML service workers,
+Ray Serve replicas, TorchServe backend workers (each peer's own helpers, such as Ray's GCS and
+proxy or TorchServe's Java frontend, come on top and count in its memory). All servers run at once;
+every measure takes them in turns (so that a shared machine's drift reaches them alike):
 
 * **capacity**: the highest rate with p99 <= 100 ms and >= 99 % success, driven open loop by
   ``kinfer loadgen`` (Poisson, latency from the scheduled send), doubling then bisecting, the
@@ -18,6 +23,13 @@ machine's drift reaches them alike):
 * **overhead**: one request at a time over a keep-alive socket, round trip minus the bare model call
   (the ONNX Runtime call alone, timed in this process) and minus decode + call, medians over
   interleaved rounds;
+* **CPU per request**: in the same rounds, the on-CPU time of each server's whole process tree (the
+  scheduler's nanosecond account per thread, background threads included) over its requests: unlike
+  wall time, not inflated by waiting for a core on a shared machine;
+* **kinfer's parts** (unless ``--no-variants``): in the same rounds, kinfer with its read deadline off
+  (``--request-read-timeout 0``) and kinfer without its ``MetricsMiddleware``
+  (tests/perf/peers/kinfer_variant.py), so each part's cost is a paired difference; and a cProfile of
+  kinfer's workers with a CPU clock (``time.thread_time``): each module group's own CPU per request;
 * **memory**: proportional set size (PSS: shared pages split among the processes that map them) of the
   server's whole process tree, divided by its worker count, after the runs.
 
@@ -67,6 +79,8 @@ class Peer:
     start: Callable[[int, Path, Path], list[str]]
     venv: Path | None = None
     files: dict[str, str] = field(default_factory=dict)
+    #: a kinfer variant (one part taken out): in the overhead and CPU rounds only (``--variants``)
+    variant: bool = False
 
 
 def _env(peer: Peer, model: Path) -> dict[str, str]:
@@ -81,6 +95,16 @@ def _env(peer: Peer, model: Path) -> dict[str, str]:
 def kinfer_cmd(port: int, model: Path, work: Path) -> list[str]:
     return [*KINFER, "serve", "--model", str(model), "--format", "onnx", "--workers", str(WORKERS), "--threads", "1",
             "--intra-op-threads", "1", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+
+
+def kinfer_variant_cmd(variant: str, *extra: str) -> Callable[[int, Path, Path], list[str]]:
+    """kinfer with one per-request part taken out (tests/perf/peers/kinfer_variant.py), same flags."""
+
+    def cmd(port: int, model: Path, work: Path) -> list[str]:
+        return [sys.executable, str(HERE / "peers" / "kinfer_variant.py"), variant,
+                *kinfer_cmd(port, model, work)[len(KINFER) + 1 :], *extra]  # fmt: skip
+
+    return cmd
 
 
 def fastapi_cmd(port: int, model: Path, work: Path) -> list[str]:
@@ -151,6 +175,11 @@ PEER_LIST = [
     Peer("bentoml", "v2", "/v2/models/person/infer", bentoml_cmd, PEERS / "bentoml"),
     Peer("rayserve", "raw", "/predict", rayserve_cmd, PEERS / "rayserve"),
     Peer("torchserve", "raw", "/predictions/person", torchserve_cmd, PEERS / "torchserve"),
+    # what each of kinfer's per-request parts costs, beside kinfer as shipped (--variants)
+    Peer(
+        "kinfer-no-deadline", "raw", "/predict", kinfer_variant_cmd("asis", "--request-read-timeout", "0"), variant=True
+    ),
+    Peer("kinfer-no-middleware", "raw", "/predict", kinfer_variant_cmd("no-middleware"), variant=True),
 ]
 
 
@@ -210,6 +239,22 @@ class Running:
                 pass
             time.sleep(0.5)
         raise RuntimeError(f"not ready after {timeout:g} s: {self.tail()}")
+
+    def cpu_seconds(self) -> float:
+        """On-CPU seconds of the server's live process tree so far, every thread: the scheduler's own
+        account (``/proc/PID/task/TID/schedstat``, nanoseconds; psutil's ``cpu_times`` counts 10 ms
+        ticks). Waiting for a core on a shared machine does not count, unlike a sampling profiler's
+        samples."""
+        try:
+            pids = [self.proc.pid, *(p.pid for p in psutil.Process(self.proc.pid).children(recursive=True))]
+        except psutil.Error:
+            return 0.0
+        total = 0
+        for pid in pids:
+            for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    total += int(stat.read_text().split()[0])
+        return total / 1e9
 
     def tail(self) -> str:
         return self.log_path.read_text()[-1500:]
@@ -277,8 +322,10 @@ def overhead(servers: dict[str, Running], model: Path, jpeg: bytes, rounds: int,
     # that the machine's drift reaches them alike
     calls = {"(bare call)": lambda: det.run(row), "(decode + call)": lambda: det(jpeg)}
     trips: dict[str, list[list[float]]] = {name: [] for name in [*calls, *servers]}
+    cpu_ms: dict[str, list[float]] = {name: [] for name in servers}
     clients = {name: RawClient(s.url) for name, s in servers.items()}
     for r in range(rounds):
+        cpu0 = {name: s.cpu_seconds() for name, s in servers.items()}
         names = list(trips)
         names = names[r % len(names) :] + names[: r % len(names)]
         got: dict[str, list[float]] = {name: [] for name in names}
@@ -299,8 +346,11 @@ def overhead(servers: dict[str, Running], model: Path, jpeg: bytes, rounds: int,
                     got[name].append(ms)
         for name in names:
             trips[name].append(got[name])
+        for name, server in servers.items():  # both requests of each pair, and whatever ran in between
+            cpu_ms[name].append((server.cpu_seconds() - cpu0[name]) * 1000 / (2 * (n + 2)))
         log(f"  overhead round {r + 1}/{rounds}: "
-            + ", ".join(f"{name} {statistics.median(got[name]):.2f} ms" for name in trips))  # fmt: skip
+            + ", ".join(f"{name} {statistics.median(got[name]):.2f} ms" for name in trips)
+            + " | CPU ms/request " + ", ".join(f"{name} {cpu_ms[name][-1]:.2f}" for name in servers))  # fmt: skip
     for client in clients.values():
         client.close()
     by_round = {name: [statistics.median(rnd) for rnd in rnds] for name, rnds in trips.items()}
@@ -314,6 +364,8 @@ def overhead(servers: dict[str, Running], model: Path, jpeg: bytes, rounds: int,
         over_work = [a - b for a, b in zip(by_round[name], by_round["(decode + call)"], strict=True)]
         out[name] = {"roundTripMs": rt, "overBareCallMs": statistics.median(over_bare),
                      "overDecodeAndCallMs": statistics.median(over_work),
+                     "cpuMsPerRequest": statistics.median(cpu_ms[name]),
+                     "cpuMsPerRequestByRound": [round(ms, 3) for ms in cpu_ms[name]],
                      "byRoundMs": [round(ms, 3) for ms in by_round[name]]}  # fmt: skip
     return out
 
@@ -361,16 +413,70 @@ def profile(servers: dict[str, Running], jpeg_path: Path, rps: float, seconds: f
     return result
 
 
+#: where a worker's on-CPU time goes, by the module of the function that spent it (its own time, not
+#: its callees'); the first match wins
+GROUPS = [("onnxruntime call", "onnxruntime"), ("decode + preprocess", "kinfer/server/preprocess"),
+          ("kinfer middleware", "kinfer/server/middleware"), ("kinfer metrics", "kinfer/server/metrics"),
+          ("prometheus_client", "prometheus_client"), ("read deadline", "kinfer/server/workers"),
+          ("kinfer app", "kinfer/server/"), ("gunicorn", "gunicorn/"), ("flask + werkzeug", "werkzeug/"),
+          ("flask + werkzeug", "flask/"), ("json", "json/"), ("socket + select", "socket"),
+          ("socket + select", "selectors")]  # fmt: skip
+
+
+def cprofile_kinfer(model: Path, jpeg: bytes, work: Path, out: Path, n: int) -> dict[str, Any]:
+    """kinfer as shipped, each worker under cProfile with a CPU-time clock (tests/perf/peers/kinfer_variant.py),
+    ``n`` requests one at a time: each group's own CPU ms per request. cProfile's hooks cost CPU in every
+    Python call, so the Python-heavy groups read high; the ranking is what counts."""
+    prof_dir = work / "cprofile"
+    prof_dir.mkdir(exist_ok=True)
+    peer = Peer("kinfer-cprofile", "raw", "/predict", kinfer_variant_cmd(f"cprofile:{prof_dir}"), variant=True)
+    server = Running(peer, model, work, out, jpeg)
+    client = RawClient(server.url)
+    try:
+        for _ in range(n):
+            client.request(server.raw)
+    finally:
+        client.close()
+        server.stop()
+    import pstats
+
+    groups: dict[str, float] = {}
+    total = 0.0
+    for prof in prof_dir.glob("*.prof"):
+        stats: dict[Any, Any] = pstats.Stats(str(prof)).stats  # type: ignore[attr-defined]
+        for (filename, _line, func), (_cc, _nc, tottime, _ct, _callers) in stats.items():
+            where = f"{filename}:{func}"
+            group = next((g for g, key in GROUPS if key in where), "other")
+            if filename == "~":  # a C function: its caller's module is unknown here; named by the function
+                group = next((g for g, key in GROUPS if key in func), "other (C calls)")
+            groups[group] = groups.get(group, 0.0) + tottime
+            total += tottime
+    served = n + 4 * WORKERS + 1  # the readiness requests count too
+    result = {"requests": served, "cpuMsPerRequest": {g: round(v * 1000 / served, 3)
+                                                      for g, v in sorted(groups.items(), key=lambda kv: -kv[1])},
+              "totalCpuMsPerRequest": round(total * 1000 / served, 3)}  # fmt: skip
+    log("  cProfile (CPU clock) kinfer, own CPU ms/request: "
+        + ", ".join(f"{g} {v:.3f}" for g, v in result["cpuMsPerRequest"].items()))  # fmt: skip
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", default=",".join(p.name for p in PEER_LIST))
+    parser.add_argument("--servers", default=",".join(p.name for p in PEER_LIST if not p.variant))
+    parser.add_argument(
+        "--no-variants",
+        action="store_true",
+        help="leave out the kinfer variants (one part taken out) of the overhead and CPU rounds",
+    )
+    parser.add_argument("--cprofile-requests", type=int, default=300,
+                        help="requests of the cProfile block (kinfer under cProfile, CPU clock)")  # fmt: skip
     parser.add_argument("--model", type=Path, default=ROOT / ".demo" / "ssdlite-person")
     parser.add_argument("--probe-s", type=float, default=10.0)
     parser.add_argument("--start-rps", type=float, default=8.0)
     parser.add_argument("--bisections", type=int, default=2)
     parser.add_argument("--overhead-rounds", type=int, default=5)
     parser.add_argument("--profile-rps", type=float, default=10.0, help="rate of the py-spy profile block")
-    parser.add_argument("--skip", default="", help="comma list of: capacity,overhead,profile")
+    parser.add_argument("--skip", default="", help="comma list of: capacity,overhead,profile,cprofile")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench-peers")
     args = parser.parse_args()
     out = args.out / "servers"
@@ -380,6 +486,8 @@ def main() -> int:
     jpeg = jpeg_path.read_bytes()
     skip = set(args.skip.split(","))
     wanted = args.servers.split(",")
+    if not args.no_variants and "kinfer" in wanted:
+        wanted += [p.name for p in PEER_LIST if p.variant and p.name not in wanted]
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model": str(model),
                               "workers": WORKERS, "sloP99Ms": SLO_MS, "failed": {}, "notMeasured": {}}  # fmt: skip
     servers: dict[str, Running] = {}
@@ -401,6 +509,11 @@ def main() -> int:
                     log(f"  {peer.name} FAILED: {exc}")
             if "overhead" not in skip and servers:
                 report["overhead"] = overhead(servers, model, jpeg, args.overhead_rounds, 40)
+            if "cprofile" not in skip and "kinfer" in servers:
+                report["cprofile"] = cprofile_kinfer(model, jpeg, Path(tmp), out, args.cprofile_requests)
+            # the variants served their purpose (overhead and CPU rounds): the rest is the servers themselves
+            for name in [name for name, s in servers.items() if s.peer.variant]:
+                servers.pop(name).stop()
             if "profile" not in skip and servers:
                 report["profile"] = profile(servers, jpeg_path, args.profile_rps, args.probe_s, out)
             if "capacity" not in skip and servers:
@@ -418,19 +531,20 @@ def main() -> int:
             for s in servers.values():
                 s.stop()
     (args.out / "servers.json").write_text(json.dumps(report, indent=1))
-    log(f"\n{'server':<10} {'capacity rps':>12} {'round trip ms':>14} {'over bare call':>15} "
-        f"{'over decode+call':>17} {'PSS/worker MiB':>15}")  # fmt: skip
+    log(f"\n{'server':<20} {'capacity rps':>12} {'round trip ms':>14} {'over bare call':>15} "
+        f"{'over decode+call':>17} {'CPU ms/request':>15} {'PSS/worker MiB':>15}")  # fmt: skip
     oh = report.get("overhead", {})
-    for name in servers:
+
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    for name in [*servers, *(n for n in oh if isinstance(oh[n], dict) and n not in servers)]:
         cap = report.get("capacity", {}).get(name, {}).get("capacityRPS")
         o = oh.get(name, {})
-
-        def f(v: float | None) -> str:
-            return "-" if v is None else f"{v:.2f}"
-
-        log(f"{name:<10} {'-' if cap is None else f'{cap:g}':>12} {f(o.get('roundTripMs')):>14} "
+        mem = report.get("memory", {}).get(name, {}).get("pssPerWorkerMiB", "-")
+        log(f"{name:<20} {'-' if cap is None else f'{cap:g}':>12} {f(o.get('roundTripMs')):>14} "
             f"{f(o.get('overBareCallMs')):>15} {f(o.get('overDecodeAndCallMs')):>17} "
-            f"{report['memory'][name]['pssPerWorkerMiB']:>15}")  # fmt: skip
+            f"{f(o.get('cpuMsPerRequest')):>15} {mem:>15}")  # fmt: skip
     if oh:
         log(
             f"bare ONNX Runtime call {oh['bareCallMs']:.2f} ms, decode + call {oh['decodeAndCallMs']:.2f} ms "
