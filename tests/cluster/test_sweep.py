@@ -79,6 +79,8 @@ async def test_a_two_point_sweep_runs_one_point_at_a_time_to_complete(
     [row] = columns(out)
     assert (row["PHASE"], row["DONE"], row["TOTAL"]) == ("Succeeded", "2", "2") and row["AGE"], out
     assert float(row["BEST"]) == status["best"]["value"], out
+    _, wide, _ = await live.kubectl("get", "sweep", "pair", "-o", "wide")
+    assert columns(wide)[0]["OBJECTIVE"] == "p99" and "POINT" in wide, wide
     # Never two points at once: p0's service and pods were gone before p1's appeared.
     assert all(len(s) <= 1 for s in seen), [s for s in seen if len(s) > 1]
     names = [next(iter(s)) for s in seen if s]

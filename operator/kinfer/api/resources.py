@@ -254,6 +254,8 @@ SWEEP = ResourceDef(
         PrinterColumn("Total", "integer", ".status.total", "Points in the matrix."),
         PrinterColumn("Best", "number", ".status.best.value", "The best point's objective value."),
         AGE,
+        PrinterColumn("Objective", "string", ".status.objective", "What best means.", priority=1),
+        PrinterColumn("Point", "integer", ".status.current.index", "The point running now.", priority=1),
     ),
     description="A design-space study: an InferenceService and a LoadExperiment run once per point of a "
     "parameter matrix, one point at a time.",
