@@ -199,7 +199,8 @@ def test_a_gone_generator_leaves_a_summary_built_from_what_was_stored() -> None:
     assert source == "stored" and summary["phase"] == "Failed" and summary["sent"] == 3000
     for key in ("durationS", "achievedRPS", "latencyMs", "serviceTimeMs", "sendLagMs", "stages", "slo", "server"):
         assert summary[key], key
-    assert summary["storedRecords"] == summary["records"] == 60 and summary["slo"]["met"] is True and "success" in summary["slo"]["message"]
+    assert summary["storedRecords"] == summary["records"] == 60
+    assert summary["slo"]["met"] is True and "success" in summary["slo"]["message"]
     assert summary["server"]["cpu"] is not None and summary["server"]["gpuUtil"] is None  # no GPU: empty
     fresh, source = keep.final_summary(lexp(), "Succeeded", [GENERATOR_SUMMARY], None, stored, {}, None)
     assert source == "generators" and fresh["sent"] == 3000
