@@ -39,6 +39,8 @@ log = logging.getLogger("kinfer.operator.loadexperiment")
 RESOURCE = (GROUP, VERSION, "loadexperiments")
 #: How often a waiting experiment looks at its target again, seconds.
 TARGET_POLL_S = 1.0
+#: How often a running experiment looks for changes in its target's pods (a new generator is told at once).
+SERVER_PODS_POLL_S = 5.0
 #: The results ConfigMap's summary while the run goes on.
 PENDING_SUMMARY = {"incomplete": True, "incompleteReason": "the run has not finished"}
 
@@ -89,6 +91,8 @@ class RunState:
     """Control URL → the target's /metrics URLs last pushed to that generator."""
     no_server_metrics: bool = False
     """A generator answered 404 to ``POST /api/server-metrics`` (an older image; logged once)."""
+    server_pods_read: float | None = None
+    """When the target's pods were last listed (event-loop time)."""
 
 
 class Experiment:
@@ -415,10 +419,16 @@ class Experiment:
 
     async def push_server_metrics(self, lexp: LoadExperiment) -> None:
         """Tell each generator where the target InferenceService's pods serve ``/metrics`` (ready pods
-        it owns, its port), whenever that list changes or a generator is new (restarted)."""
+        it owns, its port), whenever that list changes (looked at every :data:`SERVER_PODS_POLL_S`) or a
+        generator is new (restarted: told at once)."""
         name = lexp.spec.target.service
         if name is None or not self.state.targets or self.state.no_server_metrics:
             return
+        now = asyncio.get_running_loop().time()
+        told = all(base in self.state.server_urls for base in self.state.targets.values())
+        if told and self.state.server_pods_read is not None and now - self.state.server_pods_read < SERVER_PODS_POLL_S:
+            return
+        self.state.server_pods_read = now
         isvc = await self.rt.kube.get(ISVC, self.ns, name)
         if isvc is None:
             return
