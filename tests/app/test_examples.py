@@ -138,4 +138,6 @@ def test_seed_002_prints_mean_response_time_and_cpu_per_point(tmp_path: Path, ti
     for row in status["points"]:
         assert row["latencyMs"]["mean"] > 0 and row["server"]["cpu"] >= 0
         assert row["cpuLimit"]["mechanism"] == "affinity"
+    assert status["notes"][0].startswith("CPU limits are enforced locally by CPU affinity")
+    assert "rounds up" in (results / "seed002" / "report.html").read_text()  # the report says which mechanism
     print(table)

@@ -1,8 +1,9 @@
 """Local mode honours ``resources.limits.cpu`` and ``gpu.devices`` per replica — pure, so it is tested
 without processes.
 
-A pod's CPU limit is a CFS quota. Locally, where a cgroup v2 ``cpu.max`` cannot be written (this
-machine's cgroups are v1, or not delegated to the user), the limit is enforced by **CPU affinity**:
+A pod's CPU limit is a CFS quota. Locally the limit is enforced by **CPU affinity**, which needs no
+privilege (a cgroup v2 ``cpu.max`` needs a delegated, writable cgroup; the development machine's cgroups
+are v1, so kinfer run writes no cgroup):
 each replica's ``kinfer serve`` (the gunicorn master, before its workers fork) is pinned to
 ``ceil(limit)`` cores, distinct cores per replica while the machine has enough, so a fractional
 limit rounds **up** (0.2 runs on one whole core). The run's notes, ``summary.json``

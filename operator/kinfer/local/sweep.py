@@ -29,6 +29,12 @@ from kinfer.local.runner import RunOutcome, run
 from kinfer.local.sweep_report import SweepResult
 
 EXIT_OK, EXIT_NONE_MET, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: The report's first note when a point had a CPU limit (:mod:`kinfer.local.limits`).
+AFFINITY_NOTE = (
+    "CPU limits are enforced locally by CPU affinity (kinfer run writes no cgroup): each replica is pinned "
+    "to ceil(limit) whole cores, so a fractional limit rounds up (0.2 and 0.5 run on one core); on a cluster "
+    "the limit is the pod's CFS quota"
+)
 
 
 def point_resources(sweep: Sweep, point: Point) -> tuple[InferenceService, LoadExperiment]:
@@ -164,8 +170,7 @@ class SweepRun:
             self.console.print(f"[bold]point {point.index + 1}/{len(self.expanded)}[/bold] {point.name}: {shown}")
             for note in plan.notes:
                 self.console.print(f"note: {note}", soft_wrap=True)
-                if note not in self.notes and "CPU affinity" in note:
-                    self.notes.append(note.replace(point.name, f"p{point.index}"))
+            self._keep_notes(point, plan)
             results = self.out / f"p{point.index}"
             try:
                 outcome = asyncio.run(run(plan, self.out / "logs" / f"p{point.index}", self.console, self.live))
@@ -193,6 +198,19 @@ class SweepRun:
         sweep_report.print_tables(self.console, final)
         self.console.print(f"sweep results: {self.out} (report {report})", soft_wrap=True)
         return self._exit_code(final, interrupted)
+
+    def _keep_notes(self, point: Point, plan: Plan) -> None:
+        """The report's notes: how CPU limits and GPU devices were applied, per point, and what local
+        mode could not honour (once)."""
+        prefix = f"InferenceService {point.name}: "
+        for note in plan.notes:
+            text = note.removeprefix(prefix)
+            if "CPU affinity" in text or "CUDA_VISIBLE_DEVICES" in text or "share" in text:
+                self.notes.append(f"p{point.index}: {text}")
+            elif "ignored locally" in note and text not in self.notes:
+                self.notes.append(text)
+        if any("CPU affinity" in n for n in self.notes) and AFFINITY_NOTE not in self.notes:
+            self.notes.insert(0, AFFINITY_NOTE)
 
     def _any_ok(self) -> bool:
         return any(r.get("phase") == "Succeeded" for r in self.rows)
