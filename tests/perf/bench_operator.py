@@ -66,6 +66,7 @@ class FakeGenerators:
         self.intensity: dict[str, float | None] = {}
         self.intensity_calls: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
         self.status_calls = 0
+        self.records_calls = 0
 
     def _ip(self, request: web.Request) -> str:
         sock = request.transport.get_extra_info("sockname") if request.transport else None
@@ -87,7 +88,26 @@ class FakeGenerators:
                                 "dropped": 0, "latencyMs": {"p50": 4.0, "p99": 9.0, "max": 12.0},
                                 "serviceRate": 1.0}],
                     "startedAt": datetime.datetime.fromtimestamp(self.started[ip], datetime.UTC).isoformat()}
+        if request.query.get("summary") == "1":  # the full summary, stored by the operator beside the records
+            snapshot["summary"] = {**{k: snapshot[k] for k in ("sent", "completed", "stages", "startedAt")},
+                                   "errors": 0, "dropped": 0, "durationS": t, "achievedRPS": rate,
+                                   "latencyMs": {"p50": 4.0, "p99": 9.0, "max": 12.0, "mean": 4.5},
+                                   "serviceTimeMs": {"p50": 3.0, "p99": 8.0}, "sendLagMs": {"p50": 0.1, "p99": 0.5},
+                                   "records": int(t)}  # fmt: skip
         return web.json_response(snapshot)
+
+    async def records(self, request: web.Request) -> web.Response:
+        """``GET /api/records?since=N``: one record per whole second since the pod's first status call."""
+        ip = self._ip(request)
+        self.records_calls += 1
+        since = int(request.query.get("since", "0"))
+        now = time.time()
+        done = int(now - self.started.setdefault(ip, now))
+        rate = self.intensity.get(ip) or 10.0
+        records = [{"index": i, "t": float(i + 1), "targetRPS": rate, "realRPS": rate, "realQPS": rate, "errors": 0,
+                    "dropped": 0, "p50Ms": 4.0, "p99Ms": 9.0, "maxMs": 12.0, "avgRPS": rate, "avgQPS": rate,
+                    "serviceRate": 1.0, "avg99thMs": 9.0} for i in range(since, done)]  # fmt: skip
+        return web.json_response({"records": records, "next": since + len(records), "phase": "Running"})
 
     async def set_intensity(self, request: web.Request) -> web.Response:
         ip = self._ip(request)
@@ -102,6 +122,7 @@ class FakeGenerators:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/api/status", self.status)
+        app.router.add_get("/api/records", self.records)
         app.router.add_post("/api/intensity", self.set_intensity)
         app.router.add_post("/api/stop", self.stop)
         return app
@@ -219,6 +240,11 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         status_write = event["verb"] == "patch" and ref["resource"] == "loadexperiments" and ref.get("subresource")
         if status_write == "status" and t0 <= (when := received(event)) <= t1:
             writes[ref["name"]].append(when)
+    stored: dict[str, int] = defaultdict(int)  # the operator's copy of the records: one write per interval
+    for event in mine:
+        ref = event["objectRef"]
+        if ref["resource"] == "configmaps" and event["verb"] in ("patch", "create") and t0 <= received(event) <= t1:
+            stored[ref["name"].split("-results-")[0]] += 1
     intervals = [b - a for times in writes.values() for a, b in itertools.pairwise(times)]
     within = sum(1 for d in intervals if 0.9 <= d <= 1.1)
     per_experiment_rate = [len(times) / (t1 - t0) for times in writes.values()]
@@ -244,6 +270,8 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "operator": {"cpuCores": round((cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0), 3),
                      "rssMB": round(rss_mb, 1)},
         "statusCalls": gens.status_calls,
+        "recordsCalls": gens.records_calls,
+        "resultsWritesPerSecondPerExperiment": percentiles([stored[n] / (t1 - t0) for n in names]),
     }
 
 
