@@ -288,6 +288,19 @@ class Percentiles(StatusModel):
     mean: float | None = Field(default=None, description="Mean, ms.")
 
 
+class ServerUsage(StatusModel):
+    """The target model server's resources (all its pods), read from its /metrics by the generator."""
+
+    cpu: float | None = Field(default=None, description="CPU use, cores (all pods).")
+    memory_mb: float | None = Field(default=None, alias="memoryMB", description="Resident memory, MB.")
+    gpu_util: float | None = Field(
+        default=None, alias="gpuUtil", description="GPU utilization, percent; empty without a GPU."
+    )
+    gpu_memory_mb: float | None = Field(
+        default=None, alias="gpuMemoryMB", description="GPU memory in use, MB; empty without a GPU."
+    )
+
+
 class StageSummary(StatusModel):
     """Per-stage results."""
 
@@ -303,6 +316,7 @@ class StageSummary(StatusModel):
     service_rate: float | None = Field(default=None, description="completed / sent.")
     requests_per_s: float | None = Field(default=None, description="Throughput: responses per second.")
     images_per_s: float | None = Field(default=None, description="Throughput: images per second.")
+    server: ServerUsage | None = Field(default=None, description="The target's mean resources in the stage.")
 
 
 class CapacityProbe(StatusModel):

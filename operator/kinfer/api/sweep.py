@@ -26,7 +26,7 @@ from pydantic import ConfigDict, Field, JsonValue, ValidationError, WithJsonSche
 
 from kinfer.api.common import Condition, Duration, Model, StatusModel, seconds
 from kinfer.api.inferenceservice import InferenceServiceSpec
-from kinfer.api.loadexperiment import LoadExperimentSpec, Target
+from kinfer.api.loadexperiment import LoadExperimentSpec, ServerUsage, Target
 
 #: Most points one Sweep may have: the point index goes into object names (``<sweep>-p<index>``), so
 #: the Sweep's name rule leaves room for this many digits.
@@ -158,16 +158,6 @@ class PointRef(StatusModel):
 
     index: int = Field(description="0-based point index.")
     parameters: Parameters = Field(default_factory=dict, description="Matrix path -> value of the point.")
-
-
-class ServerUsage(StatusModel):
-    """The point's model server resources, from the generator's summary or its last record."""
-
-    cpu: float | None = Field(default=None, description="CPU use, cores (all pods).")
-    memory_mb: float | None = Field(default=None, alias="memoryMB", description="Resident memory, MB.")
-    gpu_util: float | None = Field(
-        default=None, alias="gpuUtil", description="GPU utilization, percent; empty without a GPU."
-    )
 
 
 class PointLatency(StatusModel):

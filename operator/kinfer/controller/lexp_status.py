@@ -78,11 +78,20 @@ def merge_stages(per_pod: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[st
             "dropped": int(_sum([p.get("dropped") for p in parts]) or 0),
             "latencyMs": latency,
             "serviceRate": round(completed / sent, 4) if sent else None,
+            "server": _server([p.get("server") for p in parts]),
         }
         if row["concurrency"] is not None:
             row["concurrency"] = int(row["concurrency"])
         out.append({k: v for k, v in row.items() if v is not None})
     return out
+
+
+def _server(parts: Sequence[Any]) -> dict[str, float] | None:
+    """A stage's server resources across generators: every generator reads the same target's pods, so
+    each figure is taken once (the largest reading), never added up; ``None`` when none was measured."""
+    keys = ("cpu", "memoryMB", "gpuUtil", "gpuMemoryMB")
+    out = {k: v for k in keys if (v := _max([p.get(k) for p in parts if isinstance(p, Mapping)])) is not None}
+    return out or None
 
 
 def _weighted_mean(parts: Sequence[tuple[Any, Any]]) -> float | None:

@@ -94,3 +94,15 @@ def test_the_targets_resources_reach_the_live_status_and_are_not_added_up_across
     with_gpu = merge.live_status(pods[0] | {"live": pods[0]["live"] | gpu})
     dumped = LoadExperimentStatus.model_validate(with_gpu).wire()
     assert (dumped["live"]["serverGPUUtil"], dumped["live"]["serverGPUMemoryMB"]) == (63.0, 2048.0)
+
+
+def test_each_stages_server_resources_are_kept_once_across_generators_and_declared() -> None:
+    pods = [snapshot(10, 4.0, 100, 100), snapshot(10, 4.0, 100, 100)]
+    pods[0]["stages"][0]["server"] = {"cpu": 0.8, "memoryMB": 300.0, "gpuUtil": None}
+    pods[1]["stages"][0]["server"] = {"cpu": 0.9, "memoryMB": 290.0, "gpuUtil": None}
+    merged = merge.merge(pods)
+    assert merged["stages"][0]["server"] == {"cpu": 0.9, "memoryMB": 300.0}  # taken once, GPU empty not zero
+    status = LoadExperimentStatus.model_validate({"stages": merged["stages"]}).wire()
+    assert status["stages"][0]["server"] == {"cpu": 0.9, "memoryMB": 300.0}  # declared, so kept by the apiserver
+    unmeasured = merge.merge([snapshot(10, 4.0, 100, 100)])
+    assert "server" not in unmeasured["stages"][0]
