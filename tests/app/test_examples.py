@@ -119,6 +119,9 @@ def test_the_example_runs_scaled_down(path: Path, tmp_path: Path, tiny: Path) ->
             with (results / name / "sweep.csv").open() as fh:
                 assert len(list(csv.DictReader(fh))) == expected
             assert f"sweep {name}" in done.stdout
+            closed = "concurrency" in doc["spec"]["experiment"]["schedule"][0]
+            plot = "throughput_vs_concurrency.png" if closed else "p99_vs_rate.png"
+            assert (results / name / plot).stat().st_size > 0, plot
 
 
 def test_seed_002_prints_mean_response_time_and_cpu_per_point(tmp_path: Path, tiny: Path) -> None:

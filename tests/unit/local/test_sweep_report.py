@@ -12,7 +12,7 @@ from kinfer.api.sweep import best
 from kinfer.local.plan import ExperimentPlan
 from kinfer.local.runner import ExperimentOutcome, RunOutcome
 from kinfer.local.sweep import expand, local_status, row_for
-from kinfer.local.sweep_report import SweepResult, status_document, table_rows, timing_rows
+from kinfer.local.sweep_report import SweepResult, status_document, table_rows, timing_rows, write_plots
 
 ROWS: list[dict[str, Any]] = [
     {"index": 0, "parameters": {"service.replicas": 1, "service.resources.limits.cpu": "0.5"}, "experiment": "s-p0",
@@ -80,3 +80,14 @@ def test_a_local_run_becomes_the_points_row() -> None:
     assert row["server"] == {"cpu": 0.3, "gpuMemoryMB": 512.0} and row["cpuLimit"]["mechanism"] == "affinity"
     never_started = row_for(point, exp, RunOutcome(error="InferenceService s-p0 replica 0 exited with code 2"))
     assert never_started["phase"] == "Failed" and "exited with code 2" in never_started["message"]
+
+
+def test_the_plots_that_apply_are_drawn(tmp_path: Path) -> None:
+    rows = [{**ROWS[0], "capacity": 42.0}, {**ROWS[1], "index": 1}]
+    open_loop = {"stages": [{"rps": 5, "latencyMs": {"p99": 10.0}}, {"rps": 10, "latencyMs": {"p99": 30.0}}],
+                 "capacity": {"rps": 42.0, "probes": [{"rps": 40, "p99Ms": 90.0}]}}  # fmt: skip
+    written = write_plots(tmp_path, _result(rows, {0: open_loop}))
+    assert written == ["p99_vs_rate.png", "capacity_per_point.png", "latency_per_point.png"]
+    assert all((tmp_path / name).stat().st_size > 1000 for name in written)
+    closed = {0: {"stages": [{"concurrency": 4, "requestsPerS": 100.0}]}}
+    assert write_plots(tmp_path, _result(ROWS, closed))[0] == "throughput_vs_concurrency.png"
