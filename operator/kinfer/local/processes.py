@@ -90,10 +90,13 @@ async def wait_http_ok(url: str, child: Child, timeout_s: float) -> None:
                     f"{child.label} exited with code {child.proc.returncode} before it was ready:\n"
                     f"{child.output_tail()}"
                 )
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
                 async with session.get(url) as resp:
                     if resp.status == 200:
                         return
+                    body = await resp.json(content_type=None) if resp.status == 503 else None
+                    if isinstance(body, dict) and body.get("error"):  # it will never be ready: stop waiting
+                        raise RuntimeError(f"{child.label} cannot become ready: {body['error']}")
             if asyncio.get_running_loop().time() > deadline:
                 raise RuntimeError(f"{child.label} not ready at {url} after {timeout_s:.0f} s")
             await asyncio.sleep(0.2)

@@ -280,7 +280,10 @@ def create_app(
 
     @app.get("/v2/health/ready")
     def v2_ready() -> tuple[Response, int]:
-        return jsonify(ready=rt.ready), 200 if rt.ready else 503
+        if rt.ready or rt.error is None:
+            return jsonify(ready=rt.ready), 200 if rt.ready else 503
+        # A model that failed to load never becomes ready: say why, so that a waiting caller stops.
+        return jsonify(ready=False, error=rt.error), 503
 
     @app.get("/v2/models/<model>")
     def v2_metadata(model: str) -> Response:

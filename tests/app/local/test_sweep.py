@@ -7,11 +7,14 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 import yaml
+
+from kinfer.local.runner import READY_TIMEOUT_S
 
 KINFER = [sys.executable, "-m", "kinfer.cli"]
 
@@ -90,3 +93,15 @@ def test_a_bad_matrix_path_is_exit_2_naming_it_before_anything_starts(tmp_path: 
         assert done.returncode == 2, done.stdout + done.stderr
         assert named in done.stderr and "Sweep study" in done.stderr and len(done.stderr.splitlines()) == 1
         assert not (tmp_path / "r").exists()
+
+
+def test_a_model_that_fails_to_load_fails_its_point_without_waiting_for_the_readiness_timeout(tmp_path: Path) -> None:
+    matrix = [{"path": "service.model.format", "values": ["onnx", "null"]}]  # junk.pb is no ONNX model
+    started = time.monotonic()
+    done = _run(tmp_path, _sweep(tmp_path, matrix))
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    first, second = json.loads((tmp_path / "r" / "study" / "sweep.json").read_text())["points"]
+    assert first["phase"] == "Failed" and "cannot become ready: model failed to load" in first["message"]
+    assert second["phase"] == "Succeeded"
+    assert elapsed < READY_TIMEOUT_S  # told by the server's readiness answer, not by the timeout
