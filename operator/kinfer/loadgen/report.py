@@ -331,6 +331,9 @@ def write_report(results: Path) -> Path:
         else "<p>No server resources were measured: the generator had no <code>--server-metrics</code> "
         "(the target's pods' <code>/metrics</code>), or none of its scrapes succeeded.</p>"
     )
+    limits = summary.get("serverLimits")  # kinfer run: how the server's CPU limit and GPUs were applied
+    if isinstance(limits, dict) and limits.get("notes"):
+        resource_table += f'<p id="server-limits">{html.escape("; ".join(map(str, limits["notes"])))}</p>'
     if slo.get("met") is None and not slo:
         verdict = "no SLO set"
     else:

@@ -70,3 +70,5 @@ def test_replicas_are_pinned_to_distinct_cores_and_devices(tmp_path: Path) -> No
     limits = json.loads((tmp_path / "r" / "exp" / "summary.json").read_text())["serverLimits"]
     assert limits["mechanism"] == "affinity" and limits["cores"] == [[first], [second]]
     assert limits["gpuDevices"] == ["0", "1"]
+    report = (tmp_path / "r" / "exp" / "report.html").read_text()
+    assert 'id="server-limits"' in report and "enforced by CPU affinity" in report and "rounds a fractional" in report
