@@ -165,6 +165,7 @@ class PointLatency(StatusModel):
 
     p50: float | None = Field(default=None, description="Median, ms.")
     p99: float | None = Field(default=None, description="99th percentile, ms.")
+    mean: float | None = Field(default=None, description="Mean (the seeds' average response time), ms.")
 
 
 PointPhase = Literal["Running", "Succeeded", "Failed", "Stopped"]
@@ -347,13 +348,14 @@ def _slo_met(status: Mapping[str, Any], summary: Mapping[str, Any] | None) -> bo
 
 
 def _server(status: Mapping[str, Any], summary: Mapping[str, Any] | None) -> dict[str, float] | None:
-    """``{cpu, memoryMB, gpuUtil}`` from the summary's ``server`` object, else the last record's."""
+    """``{cpu, memoryMB, gpuUtil, gpuMemoryMB}`` from the summary's ``server`` object, else the last record's."""
     from_summary = _get(summary, "server")
     live = _get(status, "live")
     pairs = {
         "cpu": (_get(from_summary, "cpu"), _get(live, "serverCPU")),
         "memoryMB": (_get(from_summary, "memoryMB"), _get(live, "serverMemoryMB")),
         "gpuUtil": (_get(from_summary, "gpuUtil"), _get(live, "serverGPUUtil")),
+        "gpuMemoryMB": (_get(from_summary, "gpuMemoryMB"), _get(live, "serverGPUMemoryMB")),
     }
     out = {}
     for key, (first, second) in pairs.items():
@@ -384,7 +386,7 @@ def point_row(
     if throughput is None and completed is not None and duration:
         throughput = completed / duration
     latency = {}
-    for q in ("p50", "p99"):
+    for q in ("p50", "p99", "mean"):
         value = _num(_get(status, "latencyMs", q))
         value = value if value is not None else _num(_get(summary, "latencyMs", q))
         if value is not None:

@@ -85,23 +85,14 @@ def local_status(outcome: RunOutcome, exp: LoadExperiment) -> dict[str, Any]:
 
 
 def row_for(point: Point, exp: LoadExperiment, outcome: RunOutcome) -> dict[str, Any]:
-    """The point's row: ``point_row`` over the local status and summary, plus the mean latency, the GPU
-    memory and how the CPU limit was enforced (the comparison table shows them)."""
+    """The point's row: ``point_row`` over the local status and summary (the same row a cluster Sweep
+    writes), plus how the CPU limit was enforced locally (the comparison table shows it)."""
     summary = outcome.experiments[0].summary if outcome.experiments else None
     if not outcome.experiments:
         reason = (outcome.error or "the point could not start").strip()
         row = failed_row(point.index, point.parameters, point.name, reason)
     else:
         row = point_row(point.index, point.parameters, point.name, local_status(outcome, exp), summary)
-    mean = sweep_report.num(sweep_report.get(summary, "latencyMs", "mean"))
-    if mean is not None:
-        row["latencyMs"] = {**(row.get("latencyMs") or {}), "mean": round(mean, 3)}
-    server = dict(row.get("server") or {})
-    gpu_mem = sweep_report.num(sweep_report.get(summary, "server", "gpuMemoryMB"))
-    if gpu_mem is not None:
-        server["gpuMemoryMB"] = gpu_mem
-    if server:
-        row["server"] = server
     limits = sweep_report.get(summary, "serverLimits")
     if isinstance(limits, dict) and limits.get("mechanism"):
         row["cpuLimit"] = {

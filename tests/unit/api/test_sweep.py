@@ -17,6 +17,7 @@ from kinfer.api.sweep import (
     MAX_POINTS,
     SweepError,
     SweepSpec,
+    SweepStatus,
     best,
     failed_row,
     point_name,
@@ -219,3 +220,12 @@ def test_the_crd_refuses_any_spec_change() -> None:
     spec = crdgen.crd(SWEEP)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     [rule] = spec["x-kubernetes-validations"]
     assert rule["rule"] == "self == oldSelf" and "cannot change" in rule["message"]
+
+
+def test_point_row_carries_the_mean_latency_and_gpu_memory_the_seed_tables_show() -> None:
+    summary = {"latencyMs": {"p50": 3.0, "p99": 9.0, "mean": 3.456}, "server": {"cpu": 0.5, "gpuUtil": 61.0,
+                                                                                 "gpuMemoryMB": 2048.0}}
+    row = point_row(0, {}, "s-p0", {"phase": "Succeeded"}, summary)
+    assert row["latencyMs"] == {"p50": 3.0, "p99": 9.0, "mean": 3.456}
+    assert row["server"] == {"cpu": 0.5, "gpuUtil": 61.0, "gpuMemoryMB": 2048.0}
+    assert SweepStatus.model_validate({"points": [row]}).wire()["points"][0]["latencyMs"]["mean"] == 3.456
