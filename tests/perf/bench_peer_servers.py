@@ -3,6 +3,7 @@
 
     .venv/bin/python tests/perf/bench_peer_servers.py
         [--servers kinfer,fastapi,flask,mlserver,kserve,bentoml,rayserve,torchserve]
+        [--skip capacity,overhead,profile,cprofile,null]
         [--model .demo/ssdlite-person] [--probe-s 10] [--out results/bench-peers]
 
 The same ONNX person detector (``kinfer model build ssdlite-person``) behind every server, two worker
@@ -26,10 +27,14 @@ every measure takes them in turns (so that a shared machine's drift reaches them
 * **CPU per request**: in the same rounds, the on-CPU time of each server's whole process tree (the
   scheduler's nanosecond account per thread, background threads included) over its requests: unlike
   wall time, not inflated by waiting for a core on a shared machine;
-* **kinfer's parts** (unless ``--no-variants``): in the same rounds, kinfer with its read deadline off
-  (``--request-read-timeout 0``) and kinfer without its ``MetricsMiddleware``
-  (tests/perf/peers/kinfer_variant.py), so each part's cost is a paired difference; and a cProfile of
-  kinfer's workers with a CPU clock (``time.thread_time``): each module group's own CPU per request;
+* **null block** (what each server costs beyond the model): the model call left out everywhere (kinfer
+  ``--format null``, the peers' detector with ``KINFER_PEER_NULL=1``; decode kept), kinfer beside FastAPI,
+  Flask and kinfer with one part taken out: its read deadline off (``--request-read-timeout 0``), its
+  ``MetricsMiddleware`` out (tests/perf/peers/kinfer_variant.py, whose ``asis`` run is the control): on-CPU
+  ms per request paired round by round. With the model in, each process's ONNX Runtime call runs at its
+  own speed, a few per cent apart, which hides differences of this size;
+* **cProfile**: kinfer's workers under cProfile with a CPU clock (``time.thread_time``): each module
+  group's own CPU per request (cProfile's hooks inflate the Python-heavy groups; the ranking counts);
 * **memory**: proportional set size (PSS: shared pages split among the processes that map them) of the
   server's whole process tree, divided by its worker count, after the runs.
 
@@ -79,32 +84,36 @@ class Peer:
     start: Callable[[int, Path, Path], list[str]]
     venv: Path | None = None
     files: dict[str, str] = field(default_factory=dict)
-    #: a kinfer variant (one part taken out): in the overhead and CPU rounds only (``--variants``)
-    variant: bool = False
+    #: environment on top of the peer's usual one (the null block's ``KINFER_PEER_NULL``)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def _env(peer: Peer, model: Path) -> dict[str, str]:
     env = {**os.environ, "KINFER_PEER_MODEL": str(model),
-           "PYTHONPATH": os.pathsep.join([str(HERE / "peers"), str(ROOT / "operator")])}  # fmt: skip
+           "PYTHONPATH": os.pathsep.join([str(HERE / "peers"), str(ROOT / "operator")]), **peer.env}  # fmt: skip
     if peer.venv is not None:
         env["PATH"] = f"{peer.venv / 'bin'}{os.pathsep}{env['PATH']}"
         env.pop("VIRTUAL_ENV", None)
     return env
 
 
-def kinfer_cmd(port: int, model: Path, work: Path) -> list[str]:
-    return [*KINFER, "serve", "--model", str(model), "--format", "onnx", "--workers", str(WORKERS), "--threads", "1",
+def kinfer_cmd(port: int, model: Path, work: Path, fmt: str = "onnx") -> list[str]:
+    return [*KINFER, "serve", "--model", str(model), "--format", fmt, "--workers", str(WORKERS), "--threads", "1",
             "--intra-op-threads", "1", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
 
 
-def kinfer_variant_cmd(variant: str, *extra: str) -> Callable[[int, Path, Path], list[str]]:
+def kinfer_variant_cmd(variant: str, *extra: str, fmt: str = "onnx") -> Callable[[int, Path, Path], list[str]]:
     """kinfer with one per-request part taken out (tests/perf/peers/kinfer_variant.py), same flags."""
 
     def cmd(port: int, model: Path, work: Path) -> list[str]:
         return [sys.executable, str(HERE / "peers" / "kinfer_variant.py"), variant,
-                *kinfer_cmd(port, model, work)[len(KINFER) + 1 :], *extra]  # fmt: skip
+                *kinfer_cmd(port, model, work, fmt)[len(KINFER) + 1 :], *extra]  # fmt: skip
 
     return cmd
+
+
+def kinfer_null_cmd(port: int, model: Path, work: Path) -> list[str]:
+    return kinfer_cmd(port, model, work, "null")
 
 
 def fastapi_cmd(port: int, model: Path, work: Path) -> list[str]:
@@ -175,11 +184,19 @@ PEER_LIST = [
     Peer("bentoml", "v2", "/v2/models/person/infer", bentoml_cmd, PEERS / "bentoml"),
     Peer("rayserve", "raw", "/predict", rayserve_cmd, PEERS / "rayserve"),
     Peer("torchserve", "raw", "/predictions/person", torchserve_cmd, PEERS / "torchserve"),
-    # what each of kinfer's per-request parts costs, beside kinfer as shipped (--variants)
+]
+#: the null block: the model call left out everywhere (kinfer ``--format null``, the peers' detector with
+#: ``KINFER_PEER_NULL=1``), decode kept; kinfer with one part taken out beside kinfer as shipped
+_NULL = {"KINFER_PEER_NULL": "1"}
+NULL_LIST = [
+    Peer("kinfer", "raw", "/predict", kinfer_null_cmd),
     Peer(
-        "kinfer-no-deadline", "raw", "/predict", kinfer_variant_cmd("asis", "--request-read-timeout", "0"), variant=True
+        "kinfer-no-deadline", "raw", "/predict", kinfer_variant_cmd("asis", "--request-read-timeout", "0", fmt="null")
     ),
-    Peer("kinfer-no-middleware", "raw", "/predict", kinfer_variant_cmd("no-middleware"), variant=True),
+    Peer("kinfer-no-middleware", "raw", "/predict", kinfer_variant_cmd("no-middleware", fmt="null")),
+    Peer("kinfer-launcher", "raw", "/predict", kinfer_variant_cmd("asis", fmt="null")),  # the launcher's control
+    Peer("fastapi", "raw", "/predict", fastapi_cmd, PEERS / "fastapi", env=_NULL),
+    Peer("flask", "raw", "/predict", flask_cmd, env=_NULL),
 ]
 
 
@@ -413,6 +430,61 @@ def profile(servers: dict[str, Running], jpeg_path: Path, rps: float, seconds: f
     return result
 
 
+def null_block(model: Path, jpeg: bytes, work: Path, out: Path, rounds: int, n: int) -> dict[str, Any]:
+    """What each server costs beyond the model: the model call left out everywhere (NULL_LIST), ``n``
+    requests one at a time per server per round, servers in turns (the order rotates each round), on-CPU
+    ms per request of each process tree and the median round trip. Paired round by round with kinfer as
+    shipped. With the model call in, each process's ONNX Runtime call runs at its own speed (a few
+    per cent apart, as the pages its buffers land on): a 0.5 ms difference there is not the server's."""
+    raw_dir = out / "null"
+    raw_dir.mkdir(exist_ok=True)
+    servers: dict[str, Running] = {}
+    try:
+        for peer in NULL_LIST:
+            if peer.venv is not None and not (peer.venv / ".ok").exists():
+                continue
+            servers[peer.name] = Running(peer, model, work, raw_dir, jpeg)
+        clients = {name: RawClient(s.url) for name, s in servers.items()}
+        cpu: dict[str, list[float]] = {name: [] for name in servers}
+        rt: dict[str, list[float]] = {name: [] for name in servers}
+        names = list(servers)
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                server, client = servers[name], clients[name]
+                client.request(server.raw)
+                c0 = server.cpu_seconds()
+                trips = [client.request(server.raw)[0] for _ in range(n)]
+                cpu[name].append((server.cpu_seconds() - c0) * 1000 / n)
+                rt[name].append(statistics.median(trips))
+            log(f"  null round {r + 1}/{rounds}: CPU ms/request "
+                + ", ".join(f"{name} {cpu[name][-1]:.3f}" for name in names))  # fmt: skip
+        for client in clients.values():
+            client.close()
+    finally:
+        for server in servers.values():
+            server.stop()
+    result: dict[str, Any] = {"rounds": rounds, "perRound": n}
+    for name in servers:
+        result[name] = {"cpuMsPerRequest": round(statistics.median(cpu[name]), 4),
+                        "roundTripMs": round(statistics.median(rt[name]), 4),
+                        "cpuMsByRound": [round(v, 4) for v in cpu[name]]}  # fmt: skip
+        if name != "kinfer" and "kinfer" in servers:
+            result[name]["kinferMinusThisCpuMs"] = round(
+                statistics.median(a - b for a, b in zip(cpu["kinfer"], cpu[name], strict=True)), 4
+            )
+            result[name]["kinferMinusThisRoundTripMs"] = round(
+                statistics.median(a - b for a, b in zip(rt["kinfer"], rt[name], strict=True)), 4
+            )
+    log(f"  {'null block':<22} {'CPU ms/request':>15} {'round trip ms':>14} {'kinfer minus this: CPU':>23} "
+        f"{'round trip':>11}")  # fmt: skip
+    for name in servers:
+        row = result[name]
+        log(f"  {name:<22} {row['cpuMsPerRequest']:>15.3f} {row['roundTripMs']:>14.3f} "
+            f"{row.get('kinferMinusThisCpuMs', 0.0):>23.3f} "
+            f"{row.get('kinferMinusThisRoundTripMs', 0.0):>11.3f}")  # fmt: skip
+    return result
+
+
 #: where a worker's on-CPU time goes, by the module of the function that spent it (its own time, not
 #: its callees'); the first match wins
 GROUPS = [("onnxruntime call", "onnxruntime"), ("decode + preprocess", "kinfer/server/preprocess"),
@@ -429,7 +501,7 @@ def cprofile_kinfer(model: Path, jpeg: bytes, work: Path, out: Path, n: int) -> 
     Python call, so the Python-heavy groups read high; the ranking is what counts."""
     prof_dir = work / "cprofile"
     prof_dir.mkdir(exist_ok=True)
-    peer = Peer("kinfer-cprofile", "raw", "/predict", kinfer_variant_cmd(f"cprofile:{prof_dir}"), variant=True)
+    peer = Peer("kinfer-cprofile", "raw", "/predict", kinfer_variant_cmd(f"cprofile:{prof_dir}"))
     server = Running(peer, model, work, out, jpeg)
     client = RawClient(server.url)
     try:
@@ -462,12 +534,9 @@ def cprofile_kinfer(model: Path, jpeg: bytes, work: Path, out: Path, n: int) -> 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", default=",".join(p.name for p in PEER_LIST if not p.variant))
-    parser.add_argument(
-        "--no-variants",
-        action="store_true",
-        help="leave out the kinfer variants (one part taken out) of the overhead and CPU rounds",
-    )
+    parser.add_argument("--servers", default=",".join(p.name for p in PEER_LIST))
+    parser.add_argument("--null-rounds", type=int, default=5, help="rounds of the null block (model call left out)")
+    parser.add_argument("--null-requests", type=int, default=300, help="requests per server per null round")
     parser.add_argument("--cprofile-requests", type=int, default=300,
                         help="requests of the cProfile block (kinfer under cProfile, CPU clock)")  # fmt: skip
     parser.add_argument("--model", type=Path, default=ROOT / ".demo" / "ssdlite-person")
@@ -476,7 +545,7 @@ def main() -> int:
     parser.add_argument("--bisections", type=int, default=2)
     parser.add_argument("--overhead-rounds", type=int, default=5)
     parser.add_argument("--profile-rps", type=float, default=10.0, help="rate of the py-spy profile block")
-    parser.add_argument("--skip", default="", help="comma list of: capacity,overhead,profile,cprofile")
+    parser.add_argument("--skip", default="", help="comma list of: capacity,overhead,profile,cprofile,null")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench-peers")
     args = parser.parse_args()
     out = args.out / "servers"
@@ -486,8 +555,6 @@ def main() -> int:
     jpeg = jpeg_path.read_bytes()
     skip = set(args.skip.split(","))
     wanted = args.servers.split(",")
-    if not args.no_variants and "kinfer" in wanted:
-        wanted += [p.name for p in PEER_LIST if p.variant and p.name not in wanted]
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model": str(model),
                               "workers": WORKERS, "sloP99Ms": SLO_MS, "failed": {}, "notMeasured": {}}  # fmt: skip
     servers: dict[str, Running] = {}
@@ -511,9 +578,6 @@ def main() -> int:
                 report["overhead"] = overhead(servers, model, jpeg, args.overhead_rounds, 40)
             if "cprofile" not in skip and "kinfer" in servers:
                 report["cprofile"] = cprofile_kinfer(model, jpeg, Path(tmp), out, args.cprofile_requests)
-            # the variants served their purpose (overhead and CPU rounds): the rest is the servers themselves
-            for name in [name for name, s in servers.items() if s.peer.variant]:
-                servers.pop(name).stop()
             if "profile" not in skip and servers:
                 report["profile"] = profile(servers, jpeg_path, args.profile_rps, args.probe_s, out)
             if "capacity" not in skip and servers:
@@ -530,6 +594,8 @@ def main() -> int:
         finally:
             for s in servers.values():
                 s.stop()
+        if "null" not in skip and "kinfer" in wanted:
+            report["null"] = null_block(model, jpeg, Path(tmp), out, args.null_rounds, args.null_requests)
     (args.out / "servers.json").write_text(json.dumps(report, indent=1))
     log(f"\n{'server':<20} {'capacity rps':>12} {'round trip ms':>14} {'over bare call':>15} "
         f"{'over decode+call':>17} {'CPU ms/request':>15} {'PSS/worker MiB':>15}")  # fmt: skip

@@ -12,8 +12,8 @@ answers in microseconds) to the other. For each tool, in the same rounds (each r
 still standing, one after the other, so that a shared machine's drift reaches them alike):
 
 * **ceiling**: the highest fixed rate held for ``--duration`` s: responses within 1 % of rate x duration
-  (and of the rate over the tool's own elapsed time), no errors, no drops (a rate ladder; a miss is
-  run once more, a second miss ends the tool's ladder);
+  (and of the rate over the tool's own elapsed time), no errors, no drops (a rate ladder; a narrow miss,
+  within 5 % of the rate, is run once more; a miss ends the tool's ladder);
 * **self-overhead**: the tool's own p99 at 2000 RPS against that endpoint (it answers in microseconds,
   so the p99 is the tool's);
 * **truthfulness** (the tools with a fixed-rate mode): the same offered load, twice a one-at-a-time
@@ -438,8 +438,9 @@ def ceilings(tools: list[str], rates: list[float], duration: float, cpus: tuple[
                         work)  # fmt: skip
                 runs.append(r)
                 log(row(r))
-                if not r.held and tool in alive and r.failure is None:
-                    # once more: on a shared machine one stall of the tool's core fails a rate it holds
+                if not r.held and tool in alive and r.failure is None and abs(r.achieved - rate) <= 0.05 * rate:
+                    # once more: on a shared machine one stall of the tool's core fails a rate it holds (a
+                    # narrow miss only: within 5 % of the rate; a tool far off it would miss again)
                     r = one(tool, "ceiling", endpoint.url, rate, duration, CEILING_CONNS.get(tool, 100), gen_cpu,
                             out, work, attempt=2)  # fmt: skip
                     runs.append(r)
