@@ -541,7 +541,7 @@ def main() -> int:
                         help="requests of the cProfile block (kinfer under cProfile, CPU clock)")  # fmt: skip
     parser.add_argument("--model", type=Path, default=ROOT / ".demo" / "ssdlite-person")
     parser.add_argument("--probe-s", type=float, default=10.0)
-    parser.add_argument("--start-rps", type=float, default=8.0)
+    parser.add_argument("--start-rps", type=float, default=16.0, help="first probe (every server held 8 here)")
     parser.add_argument("--bisections", type=int, default=2)
     parser.add_argument("--overhead-rounds", type=int, default=5)
     parser.add_argument("--profile-rps", type=float, default=10.0, help="rate of the py-spy profile block")
