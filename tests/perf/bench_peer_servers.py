@@ -524,7 +524,7 @@ def cprofile_kinfer(model: Path, jpeg: bytes, work: Path, out: Path, n: int) -> 
             groups[group] = groups.get(group, 0.0) + tottime
             total += tottime
     served = n + 4 * WORKERS + 1  # the readiness requests count too
-    result = {"requests": served, "cpuMsPerRequest": {g: round(v * 1000 / served, 3)
+    result: dict[str, Any] = {"requests": served, "cpuMsPerRequest": {g: round(v * 1000 / served, 3)
                                                       for g, v in sorted(groups.items(), key=lambda kv: -kv[1])},
               "totalCpuMsPerRequest": round(total * 1000 / served, 3)}  # fmt: skip
     log("  cProfile (CPU clock) kinfer, own CPU ms/request: "
