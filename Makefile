@@ -112,7 +112,7 @@ test: images
 # virtualenv or npm prefix under .peers/ (git-ignored), from PyPI, npm or Debian only
 # (tests/perf/peers/install.sh: a peer that does not install is reported with its error and skipped);
 # raw outputs and tables go to results/bench-peers/.
-#   make bench-peers           both below, one after the other (about 25 min with the installs, 2 cores)
+#   make bench-peers           both below, one after the other (under 30 min from a fresh clone with the installs, 2 cores)
 #   make bench-peers-generators the load generators (bench_peers.py: hey, k6, autocannon, Locust, Artillery,
 #                              Triton's perf_analyzer) and the response parser against httptools (bench_parser.py)
 #   make bench-peers-servers   the model servers (bench_peer_servers.py: FastAPI + uvicorn, MLServer, KServe,
@@ -125,10 +125,10 @@ bench-peers-generators: venv
 	mkdir -p $(PEERS_OUT)
 	RESULTS=$(PEERS_OUT) tests/perf/peers/install.sh hey k6 autocannon locust artillery perf_analyzer
 	set -o pipefail; $(BIN)/python tests/perf/bench_peers.py --out $(PEERS_OUT) 2>&1 | tee $(PEERS_OUT)/generators.txt
-	set -o pipefail; $(BIN)/python tests/perf/bench_parser.py --rates 6000,8000,10000,12000,14000,16000,18000 \
+	set -o pipefail; $(BIN)/python tests/perf/bench_parser.py --rates 8000,12000,16000,18000 \
 		--out $(PEERS_OUT)/parser.json 2>&1 | tee $(PEERS_OUT)/parser.txt
 bench-peers-servers: venv $(DEMO_DIR)/ssdlite-person/model.json
 	mkdir -p $(PEERS_OUT)
 	RESULTS=$(PEERS_OUT) tests/perf/peers/install.sh fastapi mlserver kserve bentoml rayserve torchserve py-spy
-	set -o pipefail; $(BIN)/python tests/perf/bench_peer_servers.py --model $(DEMO_DIR)/ssdlite-person --out $(PEERS_OUT) 2>&1 \
+	set -o pipefail; $(BIN)/python tests/perf/bench_peer_servers.py --model $(DEMO_DIR)/ssdlite-person --overhead-rounds 3 --null-rounds 4 --out $(PEERS_OUT) 2>&1 \
 		| tee $(PEERS_OUT)/servers.txt
