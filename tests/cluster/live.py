@@ -24,15 +24,18 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import yaml
 
 from tests.kube.kubectl import Kubectl, KubectlResult, KubectlStream
+
+if TYPE_CHECKING:
+    from tests.e2e.operator_harness import Kubelet
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ROOT / ".kube-local"
@@ -60,6 +63,7 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "namespaces": ("/api/v1", False),
     "nodes": ("/api/v1", False),
     "jobs": ("/apis/batch/v1", True),
+    "deployments": ("/apis/apps/v1", True),
     "inferenceservices": ("/apis/kinfer.dev/v1alpha1", True),
     "loadexperiments": ("/apis/kinfer.dev/v1alpha1", True),
     "sweeps": ("/apis/kinfer.dev/v1alpha1", True),
@@ -343,3 +347,51 @@ def audit_events(plane: ControlPlane, user: str, since: str | None = None) -> It
             if since is not None and str(event.get("requestReceivedTimestamp", "")) < since:
                 continue
             yield event
+
+
+def cluster_state(live: LiveCluster, operator: OperatorProcess | None = None, kubelet: Kubelet | None = None) -> str:
+    """What the test's namespace looks like now, for a failed wait's message: kinfer's objects and their
+    conditions, Deployments, Jobs, pods (phase, node, readiness), the last events, and the tails of the
+    operator's and the test kubelet's process logs. Each part that cannot be read says why instead."""
+    out: list[str] = [f"--- cluster state of namespace {live.namespace} ---"]
+
+    def section(title: str, lines: Callable[[], Iterator[str]]) -> None:
+        out.append(f"[{title}]")
+        try:
+            out.extend(f"  {line}" for line in lines())
+        except Exception as exc:  # a diagnostic must never hide the failure it explains
+            out.append(f"  (unreadable: {exc})")
+
+    def kinfer_objects() -> Iterator[str]:
+        for resource in ("inferenceservices", "loadexperiments", "sweeps"):
+            for obj in live.list(resource):
+                status = obj.get("status") or {}
+                conditions = [(c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions") or []]
+                yield (f"{resource}/{obj['metadata']['name']}: phase={status.get('phase')} conditions={conditions} "
+                       f"live={json.dumps(status.get('live'))[:200]}")
+
+    def workloads() -> Iterator[str]:
+        for resource in ("deployments", "jobs"):
+            for obj in live.list(resource):
+                yield f"{resource}/{obj['metadata']['name']}: {json.dumps(obj.get('status') or {})[:300]}"
+        for pod in live.list("pods"):
+            status = pod.get("status") or {}
+            ready = [c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+            yield (f"pod/{pod['metadata']['name']}: phase={status.get('phase')} node={pod['spec'].get('nodeName')} "
+                   f"ip={status.get('podIP')} ready={ready}")
+
+    def events() -> Iterator[str]:
+        listed = sorted(live.list("events"), key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        for event in listed[-25:]:
+            involved = event.get("involvedObject") or {}
+            yield (f"{event.get('lastTimestamp') or event.get('eventTime')} {event.get('type')} "
+                   f"{involved.get('kind')}/{involved.get('name')} {event.get('reason')}: {event.get('message')}")
+
+    section("kinfer objects", kinfer_objects)
+    section("workloads", workloads)
+    section("events", events)
+    if operator is not None:
+        section("operator log", lambda: iter(operator.tail(60).splitlines()))
+    if kubelet is not None:
+        section("test kubelet's processes", lambda: iter(kubelet.log_tail().splitlines()))
+    return "\n".join(out)

@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from tests.cluster.live import KUBECTL, LiveCluster, OperatorProcess, running_operator
+from tests.cluster.live import KUBECTL, LiveCluster, OperatorProcess, cluster_state, running_operator
 from tests.cluster.test_loadexperiment import SERVER
 from tests.e2e.operator_harness import Kubelet, dump, status_of
 from tests.kube.cluster import eventually
@@ -127,7 +127,8 @@ async def test_kubectl_kinfer_dashboard_forwards_to_a_running_generator_with_its
     wrapper.write_text(WRAPPER.format(python=sys.executable, kubectl=KUBECTL, log=str(log)))
     wrapper.chmod(0o755)
     async with running_operator(operator):
-        await eventually(lambda: (status_of(live, "lexp", "watched").get("live") or {}).get("t"), timeout_s=60)
+        await eventually(lambda: (status_of(live, "lexp", "watched").get("live") or {}).get("t"), timeout_s=90,
+                         explain=lambda: cluster_state(live, operator, kubelet))
         [generator] = kubelet.running("watched-loadgen")
         secret = live.get("secrets", "watched-control")
         assert secret is not None

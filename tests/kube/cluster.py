@@ -62,8 +62,12 @@ class Cluster:
         return await self.emulator.wait_for_object(resource, name, namespace, until=until, timeout_s=timeout_s)
 
 
-async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout_s: float = 10.0, interval: float = 0.05) -> T:
-    """Poll ``check`` until it returns a truthy value (or stops raising AssertionError); then return it."""
+async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout_s: float = 10.0, interval: float = 0.05,
+                     explain: Callable[[], str] | None = None) -> T:
+    """Poll ``check`` until it returns a truthy value (or stops raising AssertionError); then return it.
+
+    ``explain``, when given, is called once on timeout and its text is added to the failure, so that a
+    wait that fails in CI says what the cluster looked like then (pods, jobs, events, process logs)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
@@ -77,6 +81,8 @@ async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout_s: float 
         except AssertionError as exc:
             failure = exc
         if loop.time() > deadline:
+            if explain is not None:
+                raise AssertionError(f'{failure}\n{explain()}') from failure
             raise failure
         await asyncio.sleep(interval)
 
