@@ -106,6 +106,9 @@ class Kubelet:
     """Start only pods the scheduler bound to this node, and finish their deletions."""
     hold: Callable[[dict[str, Any]], bool] = lambda pod: False
     """Pods for which this is true stay Pending (an image that does not pull, a node without room)."""
+    startup_delay_s: Callable[[dict[str, Any]], float] = lambda pod: 0.0
+    """Seconds a pod's container takes before its process starts (image pull, interpreter start on a
+    slow node): the pod is Running, not Ready, meanwhile, and nothing listens on its address."""
     server_extra_args: tuple[str, ...] = ()
     addresses: Addresses = field(default_factory=Addresses)
     pods: dict[str, Running] = field(default_factory=dict)
@@ -293,9 +296,12 @@ class Kubelet:
         env = {**os.environ, **{e["name"]: self._env_value(e) for e in container.get("env") or []}}
         env.pop("CUDA_VISIBLE_DEVICES", None)  # no GPU here; the pod spec assertion covers it
         logfile = podir / "log.txt"
+        command = [KINFER, *args]
+        if (delay := self.startup_delay_s(pod)) > 0:  # the same pid: sh execs kinfer after the sleep
+            command = ["/bin/sh", "-c", 'sleep "$0"; exec "$@"', str(delay), *command]
         with logfile.open("wb") as out:
             proc = await asyncio.create_subprocess_exec(
-                KINFER, *args, stdout=out, stderr=asyncio.subprocess.STDOUT, env=env, cwd=podir)
+                *command, stdout=out, stderr=asyncio.subprocess.STDOUT, env=env, cwd=podir)
         probe = container.get("readinessProbe", {}).get("httpGet")
         ready_url = None
         if probe:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -128,3 +129,37 @@ async def test_a_generator_killed_mid_run_fails_the_experiment_keeping_what_it_m
         assert written["incomplete"] and (tmp_path / "report" / "report.html").exists()
         assert len((tmp_path / "report" / "records.csv").read_text().splitlines()) == len(stored.series(0)) + 1
         assert len(kubelet.started) == 2  # the generator was not started again (no rerun mixing two runs)
+
+
+async def test_generators_slow_to_start_are_waited_for_not_backed_off(cluster: Cluster, tmp_path: Path) -> None:
+    """A generator container that takes seconds to listen (a slow node, a cold interpreter) is starting,
+    not unreachable: no ``GeneratorUnreachable``, and the first numbers come about one record interval
+    after the last generator is Ready, not after an exponential backoff grown while it started."""
+    await install_crds(cluster)
+    doc = {**EXPERIMENT, "metadata": {"name": "slow"},
+           "spec": {**EXPERIMENT["spec"], "parallelism": 2, "schedule": [{"rps": 20, "duration": "40s"}]}}
+    slow = Kubelet(cluster, tmp_path, startup_delay_s=lambda pod: 6.0 if "-loadgen-" in pod["metadata"]["name"] else 0)
+    async with slow as kubelet, kinfer_operator(Settings(metrics_port=0, results_linger_s=20)):
+        await cluster.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump_all([SERVER, doc]))
+        loop = asyncio.get_running_loop()
+        reasons: list[str] = []
+        started = all_ready = first_numbers = None
+        deadline = loop.time() + 60
+        while first_numbers is None and loop.time() < deadline:
+            status = status_of(cluster, "lexp", "slow")
+            reasons.append(condition(status, "Progressing").get("reason") or "")
+            generators = kubelet.running("slow-loadgen")
+            if started is None and len(generators) == 2:
+                started = loop.time()
+            if all_ready is None and len(generators) == 2 and all(g.ready for g in generators):
+                all_ready = loop.time()
+            if (status.get("live") or {}).get("t"):
+                first_numbers = loop.time()
+            await asyncio.sleep(0.1)
+        assert started is not None and all_ready is not None and first_numbers is not None, \
+            (reasons[-5:], kubelet.log_tail())
+        assert all_ready - started >= 5.0  # the pods were Running, not listening, for the startup delay
+        assert "GeneratorUnreachable" not in reasons, sorted(set(reasons))
+        assert first_numbers - all_ready < 3.0, (first_numbers - all_ready, sorted(set(reasons)))
+        status = status_of(cluster, "lexp", "slow")
+        assert status["generators"] == {"expected": 2, "reporting": 2}, dump(status)

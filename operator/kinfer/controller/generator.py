@@ -7,10 +7,12 @@ real generator listens on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
+
+from kinfer.controller.isvc_build import is_ready
 
 TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 
@@ -44,15 +46,28 @@ def completion_index(pod: Mapping[str, Any]) -> int | None:
     return int(value) if value is not None and str(value).isdigit() else None
 
 
-def control_targets(pods: Sequence[Mapping[str, Any]], port: int) -> dict[int, str]:
-    """Completion index → control URL of the generator pods that run and have an IP."""
-    out: dict[int, str] = {}
+def _running(pods: Sequence[Mapping[str, Any]]) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """(completion index, pod) of the generator pods that run and have an IP; pods without an index
+    (not an indexed Job) are numbered in name order."""
     for ordinal, pod in enumerate(sorted(pods, key=lambda p: (p.get("metadata") or {}).get("name", ""))):
         status = pod.get("status") or {}
         if status.get("phase") == "Running" and status.get("podIP"):
             index = completion_index(pod)
-            out[ordinal if index is None else index] = f"http://{status['podIP']}:{port}"
-    return out
+            yield (ordinal if index is None else index), pod
+
+
+def control_targets(pods: Sequence[Mapping[str, Any]], port: int) -> dict[int, str]:
+    """Completion index → control URL of the generator pods that run and have an IP."""
+    return {index: f"http://{pod['status']['podIP']}:{port}" for index, pod in _running(pods)}
+
+
+def not_ready(pods: Sequence[Mapping[str, Any]]) -> set[int]:
+    """Completion indices of the running generator pods whose readiness probe has not passed (yet).
+
+    A container is Running as soon as its process is started, seconds before the generator listens
+    (interpreter start, imports). Until its probe on ``/api/status`` passes, a refused call to it says
+    nothing is wrong."""
+    return {index for index, pod in _running(pods) if not is_ready(pod)}
 
 
 class Generators:

@@ -28,7 +28,7 @@ from kinfer.controller import lexp_build as build
 from kinfer.controller import lexp_status as merge
 from kinfer.controller import results as keep
 from kinfer.controller.conditions import differs, find, set_condition
-from kinfer.controller.generator import Generators, Unreachable, control_targets, control_urls
+from kinfer.controller.generator import Generators, Unreachable, control_targets, control_urls, not_ready
 from kinfer.controller.kube import CONFIGMAP, ISVC, JOB, LEXP, POD, SECRET, KubeError, NotOwned
 from kinfer.controller.meta import EXPERIMENT_LABEL
 from kinfer.controller.phases import Observation, Phase, next_phase
@@ -76,7 +76,8 @@ class RunState:
 
     last: dict[str, Any] | None = None
     failures: int = 0
-    stop_sent: bool = False
+    stopped: set[str] = field(default_factory=set)
+    """Control URLs told to stop for ``spec.stop`` (a generator still starting then is told when it answers)."""
     patches: int = 0
     urls: list[str] = field(default_factory=list)
     pending: bool = False
@@ -228,7 +229,11 @@ class Experiment:
     async def poll(
         self, lexp: LoadExperiment, job: dict[str, Any] | None
     ) -> tuple[list[str], list[dict[str, Any]], list[str]]:
-        """(control URLs, their snapshots, errors); pushes a drifted intensity while at it."""
+        """(control URLs, their snapshots, errors); pushes a drifted intensity while at it.
+
+        A generator whose pod is not Ready yet and that never answered is starting, not failing: a call
+        it refuses is no error (no backoff, no ``GeneratorUnreachable``), so the first numbers come one
+        record interval after it listens, however long its container took to start."""
         if self.gens.token is None:
             secret = await self.rt.kube.get_owned(SECRET, self.ns, build.control_secret_name(self.name), self.uid)
             self.gens.token = build.secret_token(secret) if secret else None
@@ -241,26 +246,29 @@ class Experiment:
         self.rt.generators[(self.ns, self.name)] = (urls, self.gens.token)
         several = lexp.spec.parallelism > 1  # exact merging needs each pod's histograms
         # with the full summary: stored with the records, it outlives a generator that is killed
+        starting = not_ready(pods) - set(self.state.by_index)
         results = await asyncio.gather(*(self.gens.final(u, several) for u in urls), return_exceptions=True)
-        snapshots = [r for r in results if isinstance(r, dict)]
-        errors = [str(r) for r in results if isinstance(r, BaseException)]
         for exc in results:
             if isinstance(exc, BaseException) and not isinstance(exc, Unreachable):
                 raise exc
-        for index, result in zip(targets, results, strict=True):
-            if isinstance(result, dict):
-                self.state.by_index[index] = result
-        if not errors and urls:
+        answered = {index: r for index, r in zip(targets, results, strict=True) if isinstance(r, dict)}
+        errors = [str(r) for index, r in zip(targets, results, strict=True)
+                  if isinstance(r, BaseException) and index not in starting]  # fmt: skip
+        self.state.by_index.update(answered)
+        snapshots = list(answered.values())
+        if not errors and answered:
             want = None if lexp.spec.intensity is None else build.share(lexp.spec.intensity, lexp.spec.parallelism)
-            for url, snap in zip(urls, snapshots, strict=True):
+            for index, snap in answered.items():
                 have = snap.get("intensity")
                 if snap.get("phase") in ("Pending", "Running") and not _same(have, want):
-                    await self.gens.set_intensity(url, want)
-            if lexp.spec.stop and not self.state.stop_sent and any(s.get("phase") == "Running" for s in snapshots):
-                for url in urls:
+                    await self.gens.set_intensity(targets[index], want)
+            todo = [targets[i] for i in answered if targets[i] not in self.state.stopped]
+            if lexp.spec.stop and todo and any(s.get("phase") == "Running" for s in snapshots):
+                if not self.state.stopped:
+                    event(self.raw, reason="Stopping", message="spec.stop: ending the run gracefully")
+                for url in todo:
                     await self.gens.stop(url)
-                self.state.stop_sent = True
-                event(self.raw, reason="Stopping", message="spec.stop: ending the run gracefully")
+                    self.state.stopped.add(url)
         return urls, snapshots, errors
 
     async def watch(self, lexp: LoadExperiment, job: dict[str, Any] | None) -> float | None:
