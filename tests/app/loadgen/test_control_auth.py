@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.app.browser import ARGS, CHROMIUM, needs_chromium
 from tests.app.loadgen.conftest import RunHandle, StartRun
 from tests.app.loadgen.support import TargetServer, eventually
-from tests.app.loadgen.test_dashboard import ARGS, CHROMIUM
 
 TOKEN = "s3cret-Token-0123456789abcdef"
 BEARER = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -194,7 +194,7 @@ def test_the_dashboard_sends_the_token_of_its_own_url() -> None:
     assert '"Content-Type": "application/json"' in page
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+@needs_chromium
 async def test_the_dashboard_opened_with_its_token_stops_the_run(
     target: TargetServer, start_run: StartRun, tmp_path: Path
 ) -> None:
@@ -202,7 +202,7 @@ async def test_the_dashboard_opened_with_its_token_stops_the_run(
 
     handle = await _guarded_run(target, start_run)
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = await browser.new_page()
             await page.goto(handle.api(f"/?token={TOKEN}"))

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from tests.app.browser import ARGS, CHROMIUM, needs_chromium
 from tests.app.loadgen.conftest import StartRun
 from tests.app.loadgen.support import TargetServer, eventually
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+pytestmark = needs_chromium
 
 
 async def test_dashboard_draws_live_rates_and_latency(target: TargetServer, start_run: StartRun) -> None:
@@ -21,7 +17,7 @@ async def test_dashboard_draws_live_rates_and_latency(target: TargetServer, star
     handle = await start_run(target.url(), "--rps", "40", "--duration", "30")
     await eventually(lambda: len(handle.run.recorder.records) >= 2, within=10)
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = await browser.new_page()
             await page.goto(handle.api("/"))

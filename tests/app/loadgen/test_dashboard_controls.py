@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import sys
 import zipfile
 from collections.abc import AsyncIterator
@@ -18,15 +17,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.app.browser import ARGS, CHROMIUM, needs_chromium, record_problems
 from tests.app.server.conftest import ServerFactory, serve  # noqa: F401  (the fixture)
 
-CHROMIUM = shutil.which("chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 KINFER = str(Path(sys.executable).parent / "kinfer")
 TOKEN = "dashboard-Token-0123456789abcdef"
 ARTIFACTS = Path(__file__).resolve().parents[3] / "results" / "test-artifacts"
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium on PATH")
+pytestmark = needs_chromium
 
 
 @pytest.fixture
@@ -64,24 +62,14 @@ async def _records(http: aiohttp.ClientSession, url: str, since: int) -> list[di
 async def test_dashboard_controls_change_the_measured_rate_and_say_so(
     generator: tuple[str, Path], tmp_path: Path
 ) -> None:
-    from playwright.async_api import ConsoleMessage, Error, async_playwright
+    from playwright.async_api import async_playwright
 
     url, _ = generator
-    problems: list[str] = []
     async with aiohttp.ClientSession() as http, async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = await browser.new_page(viewport={"width": 1400, "height": 1300}, accept_downloads=True)
-
-            def on_console(msg: ConsoleMessage) -> None:
-                if msg.type == "error":
-                    problems.append(f"console: {msg.text} at {msg.location.get('url')}")
-
-            def on_page_error(err: Error) -> None:
-                problems.append(f"page error: {err}")
-
-            page.on("console", on_console)
-            page.on("pageerror", on_page_error)
+            problems = record_problems(page)
             # the token travels in the fragment (never sent to the server, never in a Referer)
             await page.goto(f"{url}/#token={TOKEN}")
 

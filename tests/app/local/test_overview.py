@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import signal
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
-CHROMIUM = shutil.which("chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+from tests.app.browser import ARGS, CHROMIUM, needs_chromium, record_problems
+
 KINFER = [sys.executable, "-m", "kinfer.cli"]
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium on PATH")
+pytestmark = needs_chromium
 
 
 def _manifest(tmp_path: Path) -> Path:
@@ -49,12 +47,11 @@ async def _wait_for_lines(proc: asyncio.subprocess.Process, count: int, pattern:
 
 
 async def test_several_experiments_are_listed_on_one_page_with_links_to_their_dashboards(tmp_path: Path) -> None:
-    from playwright.async_api import ConsoleMessage, Error, async_playwright
+    from playwright.async_api import async_playwright
 
     proc = await asyncio.create_subprocess_exec(
         *KINFER, "run", str(_manifest(tmp_path)), "--results", str(tmp_path / "results"), "--no-dashboard",
         "--plain", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path)  # fmt: skip
-    problems: list[str] = []
     try:
         lines = await _wait_for_lines(proc, 3, r"-> dashboard http://")
         dashboards = {m.group(1): m.group(2) for line in lines
@@ -67,16 +64,7 @@ async def test_several_experiments_are_listed_on_one_page_with_links_to_their_da
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             try:
                 page = await browser.new_page()
-
-                def on_console(msg: ConsoleMessage) -> None:
-                    if msg.type == "error":
-                        problems.append(f"console: {msg.text}")
-
-                def on_page_error(err: Error) -> None:
-                    problems.append(f"page error: {err}")
-
-                page.on("console", on_console)
-                page.on("pageerror", on_page_error)
+                problems = record_problems(page)
                 await page.goto(overview)
                 # both experiments, running, with live rates near their schedules'
                 await page.wait_for_function(
