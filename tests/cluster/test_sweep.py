@@ -5,16 +5,14 @@ server's audit log of the operator's requests, and the objects sampled while it 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime
-from collections.abc import AsyncIterator
 from typing import Any
 
 import yaml
 
 from tests.cluster.live import OPERATOR_USER, LiveCluster, OperatorProcess, audit_events, running_operator
 from tests.e2e.operator_harness import Kubelet, condition, dump, status_of
+from tests.e2e.test_sweep import watch_points
 from tests.kube.kubectl import columns
 
 SWEEP: dict[str, Any] = {
@@ -40,32 +38,11 @@ async def test_a_sweep_is_validated_strictly_by_the_api_server(live: LiveCluster
     assert rc != 0 and "at most 50 characters" in err, err
 
 
-@contextlib.asynccontextmanager
-async def sample_points(live: LiveCluster, prefix: str) -> AsyncIterator[list[set[str]]]:
-    """Which points have an InferenceService or a server pod, sampled every 200 ms."""
-    seen: list[set[str]] = []
-
-    async def sample() -> None:
-        while True:
-            names = {o["metadata"]["name"] for o in live.list("inferenceservices")}
-            names |= {(o["metadata"].get("labels") or {}).get("kinfer.dev/service", "") for o in live.list("pods")}
-            seen.append({n for n in names if n.startswith(prefix)})
-            await asyncio.sleep(0.2)
-
-    task = asyncio.create_task(sample())
-    try:
-        yield seen
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def test_a_two_point_sweep_runs_one_point_at_a_time_to_complete(
     live: LiveCluster, kubelet: Kubelet, operator: OperatorProcess
 ) -> None:
     since = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    async with running_operator(operator), sample_points(live, "pair-p") as seen:
+    async with running_operator(operator), watch_points(live, "pair-p", live.namespace, 0.2) as seen:
         await live.kubectl("apply", "--validate=strict", "-f", "-", input=yaml.safe_dump(SWEEP))
         await live.kubectl("wait", "--for=condition=Complete", "--timeout=120s", "sweep/pair", timeout_s=130)
     status = status_of(live, "sweep", "pair")

@@ -34,17 +34,19 @@ def sweep(name: str, matrix: list[dict[str, Any]], **spec: Any) -> dict[str, Any
 
 
 @contextlib.asynccontextmanager
-async def watch_points(cluster: Cluster, prefix: str) -> AsyncIterator[list[set[str]]]:
-    """Sample, every 100 ms, which points have an InferenceService or a server pod: what overlapped."""
+async def watch_points(cluster: Any, prefix: str, namespace: str = "default",
+                       interval_s: float = 0.1) -> AsyncIterator[list[set[str]]]:
+    """Sample, every ``interval_s``, which points have an InferenceService or a server pod: what
+    overlapped. ``cluster`` is the emulated one or the real control plane's (the same interface)."""
     seen: list[set[str]] = []
 
     async def sample() -> None:
         while True:
-            names = {o["metadata"]["name"] for o in cluster.list("inferenceservices", "default")}
-            names |= {o["metadata"]["labels"].get("kinfer.dev/service", "") for o in cluster.list("pods", "default")
-                      if (o["metadata"].get("labels") or {}).get("kinfer.dev/service")}  # fmt: skip
-            seen.append({n for n in names if n.startswith(prefix)})
-            await asyncio.sleep(0.1)
+            names = {o["metadata"]["name"] for o in cluster.list("inferenceservices", namespace)}
+            names |= {(o["metadata"].get("labels") or {}).get("kinfer.dev/service", "")
+                      for o in cluster.list("pods", namespace)}  # fmt: skip
+            seen.append({n for n in names if n and n.startswith(prefix)})
+            await asyncio.sleep(interval_s)
 
     task = asyncio.create_task(sample())
     try:
