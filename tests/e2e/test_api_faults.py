@@ -49,3 +49,28 @@ async def test_500_409_and_429_are_retried_and_the_run_starts_once(
         async with aiohttp.ClientSession() as session, \
                 session.get(f"http://127.0.0.1:{unused_tcp_port}/healthz") as response:
             assert response.status == 200  # still watching, never crashed
+
+
+async def test_an_owner_kind_not_mapped_yet_is_retried_not_failed(cluster: Cluster, tmp_path: Path) -> None:
+    """Right after the CRDs are installed the API server may refuse an object owned by a kinfer resource
+    with 403 "cannot find RESTMapping" (its discovery has not learned the kind yet). That passes: the
+    InferenceService and the LoadExperiment retry and run, neither is Failed."""
+    await install_crds(cluster)
+    emulator = cluster.emulator
+
+    def not_mapped(resource: str, kind: str) -> dict[str, object]:
+        return {**status_body(403, "Forbidden"), "message": (
+            f'{resource} "x" is forbidden: cannot set blockOwnerDeletion in this case because cannot find '
+            f'RESTMapping for APIVersion kinfer.dev/v1alpha1 Kind {kind}: no matches for kind "{kind}" in '
+            'version "kinfer.dev/v1alpha1"')}
+
+    pods = emulator["post", kmock.resource("v1/pods")][:2] << 403 << not_mapped("pods", "InferenceService")
+    configmaps = (emulator["post", kmock.resource("v1/configmaps")][:2]
+                  << 403 << not_mapped("configmaps", "LoadExperiment"))
+    settings = Settings(metrics_port=0, results_linger_s=20, max_backoff_s=2)
+    async with Kubelet(cluster, tmp_path), kinfer_operator(settings):
+        await cluster.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump_all([SERVER, EXPERIMENT]))
+        await eventually(lambda: status_of(cluster, "lexp", "faulty").get("phase") == "Succeeded", timeout_s=60)
+        assert len(list(pods)) == 2 and len(list(configmaps)) == 2  # both refusals were answered
+        assert status_of(cluster, "kisvc", "target").get("phase") == "Ready"
+        assert status_of(cluster, "lexp", "faulty")["sent"] > 0

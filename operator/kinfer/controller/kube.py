@@ -62,6 +62,12 @@ KINDS = {k.kind: k for k in (POD, SERVICE, CONFIGMAP, SECRET, JOB, LEASE, NETWOR
 #: Answers that retrying the same request cannot change (the spec or the operator's permissions must).
 PERMANENT = frozenset({400, 401, 403, 405, 413, 415, 422})
 
+#: Refusals among those that a passing condition causes, by the API server's words. The admission check of
+#: owner references (``blockOwnerDeletion``) looks the owner's kind up in the API server's discovery, which
+#: learns a CRD installed moments ago only at its next refresh: until then an object owned by a brand-new
+#: LoadExperiment or InferenceService is refused with 403, and the same request succeeds seconds later.
+PASSING = ("cannot find RESTMapping for APIVersion",)
+
 
 class KubeError(Exception):
     """The API answered with an error (or could not be reached)."""
@@ -76,7 +82,7 @@ class KubeError(Exception):
     @property
     def permanent(self) -> bool:
         """Refused for what was asked (403 Forbidden, 422 Invalid, ...), not for a passing condition."""
-        return self.status in PERMANENT
+        return self.status in PERMANENT and not any(words in self.message for words in PASSING)
 
 
 class NotFound(KubeError):
