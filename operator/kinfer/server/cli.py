@@ -152,6 +152,7 @@ def main(argv: list[str]) -> int:
     )  # fmt: skip
     metrics_dir = tempfile.mkdtemp(prefix="kinfer-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    arbiter = os.getpid()
     try:
         from kinfer.server.gunicorn_app import KinferApplication  # after the env: prometheus reads it
 
@@ -159,5 +160,9 @@ def main(argv: list[str]) -> int:
     except SystemExit as exc:  # gunicorn's arbiter exits through sys.exit
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        # A worker is a fork of this process: its sys.exit unwinds through here too. Only the arbiter
+        # removes the directory, once it is done; a worker leaving must not take the other workers'
+        # samples (and the file a worker still booting is about to open) with it.
+        if os.getpid() == arbiter:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return EXIT_OK

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -60,6 +62,35 @@ def test_metrics_aggregate_every_worker(serve: ServerFactory) -> None:
         assert _metric(text, "kinfer_server_workers_ready", model="null") == [2.0]
         assert sum(_metric(text, "kinfer_server_stage_duration_seconds_count", stage="infer")) == 20
         assert len(_metric(text, "kinfer_server_worker_cpu_seconds")) == 2
+
+
+def _both_workers_ready(server: Server, deadline: float) -> set[str]:
+    """Wait until two workers have sampled themselves and loaded their model; their pids."""
+    while len(pids := _worker_pids(server)) < 2 or \
+            sum(_metric(server.get("/metrics").text, "kinfer_server_workers_ready")) < 2:
+        assert time.monotonic() < deadline and server.proc.poll() is None, server.output()
+        time.sleep(0.05)
+    return pids
+
+
+def test_a_worker_leaving_keeps_the_servers_counts_and_its_replacement_boots(serve: ServerFactory) -> None:
+    """gunicorn replaces a worker that exits (SIGTERM to it, ``max_requests``); the metrics of the others,
+    and the counters of the one that left, stay in the shared directory, and the new worker boots."""
+    server = serve("--format", "null", "--workers", "2", "--threads", "2")
+    first = _both_workers_ready(server, time.monotonic() + 30)
+    for _ in range(20):
+        assert requests.get(server.url + "/gpu", timeout=10, headers={"Connection": "close"}).text == "ok"
+    leaving = sorted(first)[0]
+    os.kill(int(leaving), signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while leaving in (now := _both_workers_ready(server, deadline)):
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.05)
+    assert len(now - first) == 1 and server.proc.poll() is None, server.output()
+    text = server.get("/metrics").text
+    assert sum(_metric(text, "kinfer_server_requests_total", route="/gpu", code="200")) == 20, text
+    assert "Worker failed to boot" not in server.output()
+    assert server.stop() == 0
 
 
 def test_readiness_is_503_until_the_model_has_warmed_up(serve: ServerFactory) -> None:
@@ -167,7 +198,8 @@ def test_fuzzed_bodies_never_kill_a_worker(serve: ServerFactory) -> None:
 def test_sigterm_shuts_down_gracefully(serve: ServerFactory) -> None:
     server = serve("--format", "null", "--workers", "2")
     assert server.get("/gpu").status_code == 200
-    assert server.stop() == 0
+    code = server.stop()
+    assert code == 0, server.output()
 
 
 def test_bad_flag_exits_2_with_one_line() -> None:
