@@ -266,6 +266,23 @@ def dashboard(name: str, namespace: str | None, port: int, console: Console) -> 
     token = control_token(name, namespace)
     cmd = [kubectl_binary(), *(["--namespace", namespace] if namespace else []), "port-forward",
            f"pod/{pod}", f"{port or ''}:{remote}"]  # fmt: skip
+    # Ctrl-C and SIGTERM both end the forward and exit 0, also where the caller started this with SIGINT
+    # ignored (a job of a non-interactive shell): an ignored Ctrl-C, or a SIGTERM that killed this process
+    # at once, would leave the port-forward running behind it.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _forward(name, obj, pod, token, cmd, console)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _forward(name: str, obj: Mapping[str, Any], pod: str, token: str, cmd: list[str], console: Console) -> int:
+    """Run ``kubectl port-forward`` (``cmd``), print the URL once it listens, and wait for it or Ctrl-C."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stderr is not None
     errors: list[str] = []

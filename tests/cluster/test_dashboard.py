@@ -134,7 +134,10 @@ async def test_kubectl_kinfer_dashboard_forwards_to_a_running_generator_with_its
         assert secret is not None
         token = base64.b64decode(secret["data"]["token"]).decode()
 
+        # Started with SIGINT ignored, as a job of a non-interactive shell (CI) starts it: Ctrl-C must
+        # still end it (the plugin handles SIGINT itself).
         proc = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh",
             KUBECTL, "kinfer", "dashboard", "watched", "-n", live.namespace, env=_env(live, KUBECTL=str(wrapper)),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
         assert proc.stdout is not None
@@ -163,7 +166,12 @@ async def test_kubectl_kinfer_dashboard_forwards_to_a_running_generator_with_its
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGINT)  # Ctrl-C
-            code = await asyncio.wait_for(proc.wait(), 20)
+            try:
+                code = await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise AssertionError("Ctrl-C did not end kubectl kinfer dashboard in 20 s") from None
         assert code == 0
         async with aiohttp.ClientSession() as http:  # the port-forward ended with it
             try:
