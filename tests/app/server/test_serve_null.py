@@ -45,14 +45,20 @@ def _worker_pids(server: Server) -> set[str]:
     return set(re.findall(r'kinfer_server_worker_resident_memory_bytes\{pid="(\d+)"\}', text))
 
 
+def _both_workers_ready(server: Server, deadline: float) -> set[str]:
+    """Wait until two workers have sampled themselves and loaded their model; their pids."""
+    while len(pids := _worker_pids(server)) < 2 or \
+            sum(_metric(server.get("/metrics").text, "kinfer_server_workers_ready")) < 2:
+        assert time.monotonic() < deadline and server.proc.poll() is None, server.output()
+        time.sleep(0.05)
+    return pids
+
+
 def test_metrics_aggregate_every_worker(serve: ServerFactory) -> None:
     server = serve("--format", "null", "--workers", "2", "--threads", "2")
-    deadline = time.monotonic() + 30
     # both workers have booted, sampled themselves and loaded their model (the server is ready as soon
     # as one of them is; a request to the other would be answered 503 "loading")
-    while len(_worker_pids(server)) < 2 or sum(_metric(server.get("/metrics").text, "kinfer_server_workers_ready")) < 2:
-        assert time.monotonic() < deadline, server.output()
-        time.sleep(0.05)
+    _both_workers_ready(server, time.monotonic() + 30)
     for _ in range(20):
         assert requests.get(server.url + "/gpu", timeout=10, headers={"Connection": "close"}).text == "ok"
     # whichever worker answers the scrape, it reports the sum over both
@@ -62,15 +68,6 @@ def test_metrics_aggregate_every_worker(serve: ServerFactory) -> None:
         assert _metric(text, "kinfer_server_workers_ready", model="null") == [2.0]
         assert sum(_metric(text, "kinfer_server_stage_duration_seconds_count", stage="infer")) == 20
         assert len(_metric(text, "kinfer_server_worker_cpu_seconds")) == 2
-
-
-def _both_workers_ready(server: Server, deadline: float) -> set[str]:
-    """Wait until two workers have sampled themselves and loaded their model; their pids."""
-    while len(pids := _worker_pids(server)) < 2 or \
-            sum(_metric(server.get("/metrics").text, "kinfer_server_workers_ready")) < 2:
-        assert time.monotonic() < deadline and server.proc.poll() is None, server.output()
-        time.sleep(0.05)
-    return pids
 
 
 def test_a_worker_leaving_keeps_the_servers_counts_and_its_replacement_boots(serve: ServerFactory) -> None:
