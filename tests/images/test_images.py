@@ -221,10 +221,11 @@ def test_loadgen_runs_a_schedule_against_the_server(
     schedule = tmp_path / "schedule.yaml"
     schedule.write_text(yaml.safe_dump([{"rps": 10, "duration": "2s"}, {"rampTo": 30, "duration": "2s"}]))
     schedule.chmod(0o644)
-    # the control port as a variable, as the image's HEALTHCHECK reads it; --linger keeps the API up a while
+    # the control port as a variable, as the image's HEALTHCHECK reads it; --linger keeps the API up a while;
+    # uniform arrivals: the schedule's 60 requests (a Poisson count falls below 50 in 8 % of runs)
     ctr = container(images["loadgen"], f"{base}/predict", "--schedule", "/schedule/schedule.yaml",
-                    "--method", "POST", "--payload", "dataset:/data", "--control-host", "127.0.0.1", "--quiet",
-                    "--linger", "3",
+                    "--arrival", "uniform", "--method", "POST", "--payload", "dataset:/data",
+                    "--control-host", "127.0.0.1", "--quiet", "--linger", "3",
                     flags=("--read-only", "-v", f"{results}:/results", "-v", f"{schedule}:/schedule/schedule.yaml:ro",
                            "-v", f"{model / 'dataset'}:/data:ro", "-e", f"KINFER_LOADGEN_CONTROL_PORT={free_port()}"))
     while (check := ctr.healthcheck()).returncode != 0:  # healthy while it runs (polled until it has exited)
