@@ -8,8 +8,9 @@
 #   images/build.sh push      podman push of the three (REGISTRY must be set)
 #   images/build.sh tags      the tags the three get, one a line
 # Variables: ENGINE (podman; docker works too), REGISTRY (a prefix: registry.example.com/team), VERSION
-# (pyproject.toml's), BASE (default: the local base, built here from Debian packages; python:3.11-slim
-# where a registry is reachable).
+# (pyproject.toml's), REVISION (the revision label; the commit's hash), BASE (default: the local base, built
+# here from Debian packages; python:3.11-slim where a registry is reachable), MIN_FREE_GB (6: the free space
+# a build asks for first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,9 +30,9 @@ exists() { $ENGINE image inspect "$1" >/dev/null 2>&1; }  # podman's `image exis
 # Flags of every build: docker format (OCI images drop HEALTHCHECK), the host's network (pip and apt in
 # RUN steps), and this machine's CA bundle at a path of its own for pip (mounting it over /etc/ssl/certs
 # would break the image's ca-certificates).
+REVISION=${REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 build_flags() {
-  local flags=(--build-arg "BASE=$BASE" --build-arg "VERSION=$VERSION"
-               --build-arg "REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)")
+  local flags=(--build-arg "BASE=$BASE")
   if [ "$ENGINE" = podman ]; then
     flags+=(--format docker --network host --layers)
     local ca=/etc/ssl/certs/ca-certificates.crt
@@ -76,18 +77,59 @@ base() {
     $SUDO tar -C "$dir" -c . | $ENGINE import --change 'CMD ["/bin/bash"]' - "$ROOTFS" >/dev/null
   fi
   log "base image $LOCAL_BASE"
-  local flags
+  local flags old
+  old=$(image_id "$LOCAL_BASE")
   mapfile -t flags < <(build_flags)
   $ENGINE build -q "${flags[@]}" --build-arg "ROOTFS=$ROOTFS" -f images/base/Dockerfile -t "$LOCAL_BASE" . >/dev/null
+  drop_replaced "$old" "$LOCAL_BASE"
 }
 
+image_id() { $ENGINE image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
+
+# The image a tag named before a build, removed once the build moved the tag elsewhere (with the
+# intermediate layers only it used; podman's rmi takes its untagged parents along). Without this every
+# rebuild (each commit is a new revision label) left the old images untagged: ~2 GB a build, until the
+# disk was full. An image still in use (a container, another tag) stays, and the log says so.
+drop_replaced() {  # OLD_ID TAG
+  local old=$1 tag=$2
+  [ -n "$old" ] && [ "$old" != "$(image_id "$tag")" ] || return 0
+  $ENGINE rmi "$old" >/dev/null 2>&1 || log "kept ${old:0:12}, which $tag named before: still in use"
+}
+
+# Room for a build from an empty layer cache (the model server's runtimes are ~1.5 GB, copied once
+# between stages), asked before the build rather than met halfway as "no space left on device".
+MIN_FREE_GB=${MIN_FREE_GB:-6}
+room() {
+  local root free
+  root=$($ENGINE info --format '{{.Store.GraphRoot}}' 2>/dev/null || echo /var/lib/containers/storage)
+  [ -d "$root" ] || root=/
+  free=$(df -P -BG "$root" | awk 'NR == 2 {sub("G", "", $4); print $4}')
+  if [ "$free" -lt "$MIN_FREE_GB" ]; then
+    echo "images/build.sh: ${free} GB free under $root, a build needs ${MIN_FREE_GB} GB (MIN_FREE_GB);" \
+         "untagged images ($ENGINE image prune) or stopped containers may be what fills it" >&2
+    exit 1
+  fi
+}
+
+# A build tags its pkg stage too (localhost/kinfer-build/NAME:TAG-pkg), so that stage and the deps stage
+# below it are never untagged leftovers, and the layer cache of the runtimes survives an image prune.
 build() {  # NAME TAG [extra flags...]
-  local name=$1 tag=$2 flags start
+  local name=$1 tag=$2 flags start stage old_tag old_stage
   shift 2
+  stage=localhost/kinfer-build/$name:${tag##*:}-pkg
+  old_tag=$(image_id "$tag")
+  old_stage=$(image_id "$stage")
   mapfile -t flags < <(build_flags)
   start=$(date +%s)
   log "building $tag"
-  $ENGINE build "${flags[@]}" "$@" -f "images/$name/Dockerfile" -t "$tag" . >&2
+  $ENGINE build "${flags[@]}" "$@" -f "images/$name/Dockerfile" --target pkg -t "$stage" . >&2
+  # The version and revision as --label, not build args: podman 4.3 (buildah 1.28) reuses a cached LABEL
+  # step whose ${REVISION} changed (the label kept the first build's commit), yet reruns the stage's
+  # RUN and COPY steps for any changed build arg (a new 1.4 GB copy of the runtimes each commit).
+  $ENGINE build "${flags[@]}" "$@" -f "images/$name/Dockerfile" -t "$tag" \
+    --label "org.opencontainers.image.version=$VERSION" --label "org.opencontainers.image.revision=$REVISION" . >&2
+  drop_replaced "$old_tag" "$tag"
+  drop_replaced "$old_stage" "$stage"
   log "built $tag in $(( $(date +%s) - start ))s"
 }
 
@@ -105,11 +147,13 @@ case "${1:-}" in
   base) base ;;
   tags) tags ;;
   images)
+    room
     base
     mapfile -t all < <(tags)
     for i in "${!NAMES[@]}"; do build "${NAMES[$i]}" "${all[$i]}"; done
     sizes "${all[@]}" ;;
   gpu)
+    room
     base
     build model-server "$PREFIX/model-server:$VERSION-gpu" --build-arg VARIANT=gpu
     sizes "$PREFIX/model-server:$VERSION-gpu"

@@ -45,18 +45,26 @@ def podman() -> str:
     return path
 
 
+def build_sh(command: str, timeout_s: float = 30, **env: str) -> subprocess.CompletedProcess[str]:
+    """``images/build.sh COMMAND`` with podman, the default registry, base and version, and ``env`` on top."""
+    base = {k: v for k, v in os.environ.items() if k not in ("REGISTRY", "BASE", "VERSION", "REVISION")}
+    return subprocess.run([str(ROOT / "images" / "build.sh"), command], env={**base, "ENGINE": "podman", **env},
+                          capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def build_images(**env: str) -> None:
+    """``images/build.sh images`` (what ``make images`` runs); a failure fails the test with its log's tail."""
+    result = build_sh("images", timeout_s=BUILD_TIMEOUT_S, **env)
+    if result.returncode != 0:
+        pytest.fail(f"images/build.sh images failed ({result.returncode}):\n{result.stderr[-6000:]}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def images(podman: str) -> dict[str, str]:
     """``name -> tag`` of the three images, built (or found in podman's cache) by ``images/build.sh images``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("REGISTRY", "BASE", "VERSION")}
-    env["ENGINE"] = "podman"
-    tags = subprocess.run([str(ROOT / "images" / "build.sh"), "tags"], env=env, capture_output=True, text=True,
-                          check=True, timeout=30).stdout.split()
+    tags = build_sh("tags").stdout.split()
     assert tags == [f"kinfer/{name}:{VERSION}" for name in NAMES]
-    result = subprocess.run([str(ROOT / "images" / "build.sh"), "images"], env=env, capture_output=True, text=True,
-                            timeout=BUILD_TIMEOUT_S, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"images/build.sh images failed ({result.returncode}):\n{result.stderr[-6000:]}", pytrace=False)
+    build_images()
     return dict(zip(NAMES, tags, strict=True))
 
 
