@@ -93,7 +93,16 @@ image_id() { $ENGINE image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; 
 drop_replaced() {  # OLD_ID TAG
   local old=$1 tag=$2
   [ -n "$old" ] && [ "$old" != "$(image_id "$tag")" ] || return 0
-  $ENGINE rmi "$old" >/dev/null 2>&1 || log "kept ${old:0:12}, which $tag named before: still in use"
+  $ENGINE rmi "$old" >/dev/null 2>&1 || log "kept ${old:0:12}, which $tag named before: still in use (removed by the next build once unused)"
+}
+
+# Old images of ours that a container still used when a build replaced them (drop_replaced kept them),
+# removed once nothing uses them: untagged images with the label title of one of the three.
+drop_kept() {
+  local name
+  for name in "${NAMES[@]}"; do
+    $ENGINE image prune -f --filter "label=org.opencontainers.image.title=kinfer-$name" >/dev/null
+  done
 }
 
 # Room for a build from an empty layer cache (the model server's runtimes are ~1.5 GB, copied once
@@ -148,12 +157,14 @@ case "${1:-}" in
   tags) tags ;;
   images)
     room
+    drop_kept
     base
     mapfile -t all < <(tags)
     for i in "${!NAMES[@]}"; do build "${NAMES[$i]}" "${all[$i]}"; done
     sizes "${all[@]}" ;;
   gpu)
     room
+    drop_kept
     base
     build model-server "$PREFIX/model-server:$VERSION-gpu" --build-arg VARIANT=gpu
     sizes "$PREFIX/model-server:$VERSION-gpu"

@@ -45,6 +45,12 @@ def podman() -> str:
     return path
 
 
+def head_revision() -> str:
+    """The commit the images are labelled with (``org.opencontainers.image.revision``)."""
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def build_sh(command: str, timeout_s: float = 30, **env: str) -> subprocess.CompletedProcess[str]:
     """``images/build.sh COMMAND`` with podman, the default registry, base and version, and ``env`` on top."""
     base = {k: v for k, v in os.environ.items() if k not in ("REGISTRY", "BASE", "VERSION", "REVISION")}
@@ -52,11 +58,12 @@ def build_sh(command: str, timeout_s: float = 30, **env: str) -> subprocess.Comp
                           capture_output=True, text=True, timeout=timeout_s, check=False)
 
 
-def build_images(**env: str) -> None:
-    """``images/build.sh images`` (what ``make images`` runs); a failure fails the test with its log's tail."""
+def build_images(**env: str) -> str:
+    """``images/build.sh images`` (what ``make images`` runs): its log; a failure fails the test with the tail."""
     result = build_sh("images", timeout_s=BUILD_TIMEOUT_S, **env)
     if result.returncode != 0:
         pytest.fail(f"images/build.sh images failed ({result.returncode}):\n{result.stderr[-6000:]}", pytrace=False)
+    return result.stderr
 
 
 @pytest.fixture(scope="session")

@@ -26,9 +26,9 @@ from tests.images.conftest import (
     UID,
     VERSION,
     Container,
-    build_images,
     build_sh,
     free_port,
+    head_revision,
     http_get,
     http_post,
     podman_run,
@@ -58,7 +58,7 @@ def test_image_metadata_user_and_no_build_tools(podman: str, images: dict[str, s
     assert config["Entrypoint"] == ["kinfer", COMMAND[name]]
     labels = config["Labels"]
     assert labels["org.opencontainers.image.version"] == VERSION
-    assert labels["org.opencontainers.image.revision"] == _head()
+    assert labels["org.opencontainers.image.revision"] == head_revision()
     assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
     assert labels["org.opencontainers.image.source"].startswith("https://")
     assert meta["Healthcheck"]["Test"][0] == "CMD"  # docker format: an OCI image would have dropped it
@@ -345,46 +345,7 @@ async def test_operator_image_leads_and_builds_restricted_pods_on_the_real_contr
     assert "Traceback" not in logs, logs[-4000:]
 
 
-# --- rebuilds, room, tags and push ---------------------------------------------------------------------
-
-
-def _head() -> str:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
-def _store(podman: str) -> set[str]:
-    """Every image id in podman's store, intermediate layers included."""
-    return set(podman_run(podman, "images", "--all", "--quiet", "--no-trunc").stdout.split())
-
-
-def _ids_and_revisions(podman: str, tags: dict[str, str]) -> dict[str, tuple[str, str]]:
-    fmt = '{{.Id}} {{index .Config.Labels "org.opencontainers.image.revision"}}'
-    out = {name: podman_run(podman, "image", "inspect", "--format", fmt, tag).stdout.split()
-           for name, tag in tags.items()}
-    return {name: (f"sha256:{words[0].removeprefix('sha256:')}", words[1]) for name, words in out.items()}
-
-
-def test_a_rebuild_moves_the_tags_and_leaves_no_untagged_images(podman: str, images: dict[str, str]) -> None:
-    """Each commit is a new revision label: the rebuild must label it, reuse the layer cache below the label,
-    and remove the images the tags named before. It once did neither: the label kept the first build's
-    commit, and every build left ~2 GB of untagged images until CI's disk was full."""
-    store, before = _store(podman), _ids_and_revisions(podman, images)
-    assert {rev for _, rev in before.values()} == {_head()}
-    probe = f"rebuild-probe-{os.getpid()}"
-    build_images(REVISION=probe)
-    try:
-        after = _ids_and_revisions(podman, images)
-        assert {rev for _, rev in after.values()} == {probe}
-        assert not {i for i, _ in before.values()} & {i for i, _ in after.values()}
-        now = _store(podman)
-        # one new image (the label layer) per tag in place of the old one; nothing else new, nothing left
-        assert len(now) == len(store), (sorted(now - store), sorted(store - now))
-        assert {i for i, _ in before.values()} <= store - now
-    finally:
-        build_images()
-    assert {rev for _, rev in _ids_and_revisions(podman, images).values()} == {_head()}
-    assert len(_store(podman)) == len(store)
+# --- room, tags and push --------------------------------------------------------------------------------
 
 
 def test_a_build_without_room_stops_before_building_and_says_so() -> None:
