@@ -86,7 +86,8 @@ def _start_on(port: int) -> subprocess.Popen[str]:
 async def test_the_whole_server_killed_and_restarted_shows_errors_then_recovery_record_by_record(
     serve: ServerFactory, start_run: StartRun, tmp_path: Path
 ) -> None:
-    server = serve("--format", "null", "--workers", "1")
+    # killed, the server cannot remove its Prometheus multiprocess directory: it goes in tmp_path, not /tmp
+    server = serve("--format", "null", "--workers", "1", env={"TMPDIR": str(tmp_path)})
     port = int(server.url.rsplit(":", 1)[1])
     handle = await start_run(server.url + "/gpu", "--rps", "20", "--duration", "10", "--arrival", "uniform")
     before = await _records_at_least(handle, 2)
