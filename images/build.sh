@@ -25,7 +25,8 @@ NAMES=(operator model-server loadgen)
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
 
 log() { printf '== %s\n' "$*" >&2; }
-exists() { $ENGINE image inspect "$1" >/dev/null 2>&1; }  # podman's `image exists` is not docker's
+# An image's id, empty where there is none (podman's `image exists` is not docker's).
+image_id() { $ENGINE image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
 
 # Flags of every build: docker format (OCI images drop HEALTHCHECK), the host's network (pip and apt in
 # RUN steps), and this machine's CA bundle at a path of its own for pip (mounting it over /etc/ssl/certs
@@ -65,7 +66,7 @@ deps() {
 
 base() {
   [ "$BASE" = "$LOCAL_BASE" ] || return 0
-  if ! exists "$ROOTFS"; then
+  if [ -z "$(image_id "$ROOTFS")" ]; then
     log "debootstrap bookworm (minbase) -> $ROOTFS"
     local dir
     dir=$(mktemp -d /var/tmp/kinfer-rootfs.XXXXXX)
@@ -83,8 +84,6 @@ base() {
   $ENGINE build -q "${flags[@]}" --build-arg "ROOTFS=$ROOTFS" -f images/base/Dockerfile -t "$LOCAL_BASE" . >/dev/null
   drop_replaced "$old" "$LOCAL_BASE"
 }
-
-image_id() { $ENGINE image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
 
 # The image a tag named before a build, removed once the build moved the tag elsewhere (with the
 # intermediate layers only it used; podman's rmi takes its untagged parents along). Without this every

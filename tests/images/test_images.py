@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -356,10 +354,8 @@ def test_a_build_without_room_stops_before_building_and_says_so() -> None:
 
 
 def test_registry_prefix_names_the_tags_and_push_needs_a_registry() -> None:
-    script = str(ROOT / "images" / "build.sh")
-    env = {**os.environ, "REGISTRY": "registry.example.com/team/"}
-    tags = subprocess.run([script, "tags"], env=env, capture_output=True, text=True, check=True, timeout=30)
+    tags = build_sh("tags", REGISTRY="registry.example.com/team/")
+    assert tags.returncode == 0, tags.stderr
     assert tags.stdout.split() == [f"registry.example.com/team/kinfer/{n}:{VERSION}" for n in NAMES]
-    env.pop("REGISTRY")
-    push = subprocess.run([script, "push"], env=env, capture_output=True, text=True, check=False, timeout=30)
+    push = build_sh("push")
     assert push.returncode == 2 and "set REGISTRY" in push.stderr
