@@ -21,7 +21,7 @@ from flask import Flask, Response, jsonify, request
 from numpy.typing import NDArray
 from werkzeug.exceptions import HTTPException
 
-from kinfer.server import postprocess, v2
+from kinfer.server import postprocess, readiness, v2
 from kinfer.server.batching import BatchResult
 from kinfer.server.config import ServerConfig
 from kinfer.server.errors import (
@@ -278,12 +278,22 @@ def create_app(
     def v2_live() -> Response:
         return jsonify(live=True)
 
+    def server_ready() -> tuple[bool, dict[str, Any]]:
+        """Ready when this worker and all its siblings are warm (``kinfer.server.readiness``)."""
+        if not rt.ready:
+            return False, {}
+        warm = readiness.workers_ready()
+        if warm is None or warm >= config.workers:
+            return True, {}
+        return False, {"workersReady": warm, "workers": config.workers}
+
     @app.get("/v2/health/ready")
     def v2_ready() -> tuple[Response, int]:
-        if rt.ready or rt.error is None:
-            return jsonify(ready=rt.ready), 200 if rt.ready else 503
-        # A model that failed to load never becomes ready: say why, so that a waiting caller stops.
-        return jsonify(ready=False, error=rt.error), 503
+        if rt.error is not None:
+            # A model that failed to load never becomes ready: say why, so that a waiting caller stops.
+            return jsonify(ready=False, error=rt.error), 503
+        ready, detail = server_ready()
+        return jsonify(ready=ready, **detail), 200 if ready else 503
 
     @app.get("/v2/models/<model>")
     def v2_metadata(model: str) -> Response:
@@ -304,7 +314,8 @@ def create_app(
     @app.get("/v2/models/<model>/ready")
     def v2_model_ready(model: str) -> tuple[Response, int]:
         check_model(model)
-        return jsonify(name=model, ready=rt.ready), 200 if rt.ready else 503
+        ready, detail = server_ready()
+        return jsonify(name=model, ready=ready, **detail), 200 if ready else 503
 
     @app.post("/v2/models/<model>/infer")
     def v2_infer(model: str) -> Response:

@@ -18,6 +18,7 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
+from kinfer.server import readiness
 from kinfer.server.app import create_app
 from kinfer.server.config import ServerConfig
 from kinfer.server.metrics import mark_worker_dead
@@ -36,8 +37,9 @@ def _when_ready(server: Any) -> None:
 
 
 def _child_exit(_server: Any, worker: Any) -> None:
-    """Drop the dead worker's live gauges from the multiprocess aggregate."""
+    """Drop the dead worker's live gauges from the multiprocess aggregate, and its readiness."""
     mark_worker_dead(worker.pid)
+    readiness.forget(worker.pid)
 
 
 def gunicorn_options(config: ServerConfig) -> dict[str, Any]:

@@ -9,6 +9,7 @@ its framework import does not hold up the worker's first answers.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from kinfer.server import gpu
+from kinfer.server import gpu, readiness
 from kinfer.server.backends import Backend, create_backend
 from kinfer.server.backends.base import Batch, Outputs
 from kinfer.server.batching import Batcher, BatchResult
@@ -99,6 +100,7 @@ class ModelRuntime:
             return
         self._ready.set()
         self.metrics.workers_ready.labels(self.spec.name).inc()
+        readiness.mark_ready(os.getpid())
         log.info("model %s (%s) ready in %.2fs", self.spec.name, self.spec.format, time.perf_counter() - started)
 
     def _check_input_shape(self, backend: Backend) -> None:

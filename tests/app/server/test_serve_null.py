@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 
 import numpy as np
+import psutil
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -56,8 +57,7 @@ def _both_workers_ready(server: Server, deadline: float) -> set[str]:
 
 def test_metrics_aggregate_every_worker(serve: ServerFactory) -> None:
     server = serve("--format", "null", "--workers", "2", "--threads", "2")
-    # both workers have booted, sampled themselves and loaded their model (the server is ready as soon
-    # as one of them is; a request to the other would be answered 503 "loading")
+    # both workers have booted, sampled themselves and loaded their model
     _both_workers_ready(server, time.monotonic() + 30)
     for _ in range(20):
         assert requests.get(server.url + "/gpu", timeout=10, headers={"Connection": "close"}).text == "ok"
@@ -105,6 +105,33 @@ def test_readiness_is_503_until_the_model_has_warmed_up(serve: ServerFactory) ->
     assert server.get("/v2/health/live").status_code == 200
     server.wait_ready()
     assert server.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_the_server_is_ready_only_while_every_worker_is(serve: ServerFactory) -> None:
+    """A warm worker does not answer Ready for a sibling still loading: a pod turned Ready too early
+    would send part of a generator's first requests to a worker answering 503."""
+    server = serve("--format", "null", "--workers", "2", "--delay-ms", "1500")
+    text = server.get("/metrics").text
+    assert _metric(text, "kinfer_server_workers_ready", model="null") == [2.0], text
+    master = psutil.Process(server.proc.pid)
+    before = {child.pid for child in master.children()}
+    os.kill(min(before), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while len(now := {child.pid for child in master.children()} - before) < 1:  # reaped and replaced
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.01)
+    # the replacement warms up for 1.5 s: meanwhile both workers say "not ready", each for its reason
+    answers = [requests.get(server.url + "/v2/health/ready", timeout=10, headers={"Connection": "close"})
+               for _ in range(10)]  # fmt: skip
+    assert [a.status_code for a in answers] == [503] * 10
+    bodies = [a.json() for a in answers]
+    assert {"ready": False, "workersReady": 1, "workers": 2} in bodies or all(b == {"ready": False} for b in bodies)
+    model = requests.get(server.url + "/v2/models/null/ready", timeout=10, headers={"Connection": "close"})
+    assert model.status_code == 503
+    server.wait_ready()
+    assert server.get("/v2/health/ready").json() == {"ready": True}
+    assert _metric(server.get("/metrics").text, "kinfer_server_workers_ready", model="null") == [2.0]
+    assert len(now) == 1 and server.proc.poll() is None, server.output()
 
 
 def test_predict_and_v2_infer_answer_with_server_timing(serve: ServerFactory) -> None:

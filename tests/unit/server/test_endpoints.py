@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +16,10 @@ from flask.testing import FlaskClient
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
+from kinfer.server import readiness
 from kinfer.server.app import runtime_of
 from kinfer.server.backends.null import NullBackend
+from kinfer.server.metrics import MULTIPROC_ENV
 from tests.unit.server.conftest import MakeApp, image_bytes
 
 TIMING = re.compile(r"^queue;dur=\d+\.\d\d, preprocess;dur=\d+\.\d\d, infer;dur=\d+\.\d\d, postprocess;dur=\d+\.\d\d$")
@@ -176,6 +180,24 @@ def test_readiness_is_503_until_the_model_is_loaded(make_app: MakeApp) -> None:
     assert runtime_of(app).wait_ready(10)
     assert client.get("/v2/health/ready").get_json() == {"ready": True}
     assert client.get("/v2/models/null/ready").status_code == 200
+
+
+def test_a_warm_worker_is_not_ready_while_a_sibling_still_loads(
+    make_app: MakeApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under gunicorn each warm worker leaves a marker in the shared directory; the server is ready
+    when there is one per ``--workers`` (a restarted worker's marker is removed on ``child_exit``)."""
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    client = make_app(workers=2).test_client()  # loads synchronously: this worker is warm
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"ready-{os.getpid()}"]
+    resp = client.get("/v2/health/ready")
+    assert (resp.status_code, resp.get_json()) == (503, {"ready": False, "workersReady": 1, "workers": 2})
+    assert client.get("/v2/models/null/ready").status_code == 503
+    readiness.mark_ready(4242)  # the sibling is warm
+    assert client.get("/v2/health/ready").get_json() == {"ready": True}
+    assert client.get("/v2/models/null/ready").status_code == 200
+    readiness.forget(4242)  # ... and exits: gunicorn starts a new one, which loads
+    assert client.get("/v2/health/ready").status_code == 503
 
 
 class _Failing(NullBackend):
