@@ -281,6 +281,9 @@ class OperatorProcess:
                # as in the chart: leader election through a Lease in the release's namespace
                "KINFER_OPERATOR_LEASE_NAMESPACE": OPERATOR_NAMESPACE, "KINFER_OPERATOR_LEASE_NAME": RELEASE,
                "KINFER_OPERATOR_LEASE_S": "6", "KINFER_OPERATOR_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
+               # the kubernetes client writes the kubeconfig's CA to a temp file and removes it at exit,
+               # which a SIGKILLed operator never reaches: keep such files in the test's directory
+               "TMPDIR": str(self.log.parent),
                **self.env}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         self.starts += 1
