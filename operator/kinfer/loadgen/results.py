@@ -4,8 +4,9 @@ records.csv has §9's columns first, then the server's resources per record (``s
 ``serverMemoryMB``, ``serverGPUUtil``, ``serverGPUMemoryMB``); stages.csv ends with their per-stage means.
 
 Written as the run goes, so that an interrupted run (SIGINT/SIGTERM, a crashed target) loses nothing
-already measured: each record is appended to records.csv and flushed at once; summary.json and
-stages.csv are rewritten atomically (write a temporary file, then rename) after every record.
+already measured: with every record, summary.json and stages.csv are rewritten atomically (write a
+temporary file, then rename), and then the record is appended to records.csv and flushed at once. A
+generator killed between the two leaves a summary one record ahead of records.csv, never behind it.
 """
 
 from __future__ import annotations

@@ -216,8 +216,10 @@ class Run:
 
     def _on_record(self, record: Record) -> None:
         if self.writer is not None:
-            self.writer.append_record(record)
+            # summary first: whoever reads records.csv (a user, the local runner after a SIGKILL) finds
+            # a summary.json that covers every record in it (it may cover one more, never one less)
             self.writer.write_summary(self.summary())
+            self.writer.append_record(record)
         if not self.config.quiet:
             print(terminal_line(record), file=self._out, flush=True)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from kinfer.loadgen.recorder import Record
+from kinfer.loadgen.results import ResultsWriter
 from tests.app.loadgen.conftest import StartRun
 from tests.app.loadgen.support import TargetServer, eventually
 
@@ -179,3 +181,22 @@ async def test_burst_reproduces_the_seeds_whole_second_bursts(target: TargetServ
     first, second = target.arrivals[:30], target.arrivals[30:]
     assert max(first) - min(first) < 0.5
     assert min(second) - min(first) == pytest.approx(1.0, abs=0.2)
+
+
+async def test_summary_json_covers_each_record_before_it_reaches_records_csv(
+    target: TargetServer, start_run: StartRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generator killed between the two writes leaves a summary that covers every record a reader
+    sees in records.csv (``kinfer run`` then marks that summary Failed and keeps it)."""
+    seen: list[tuple[float, float]] = []
+    append = ResultsWriter.append_record
+
+    def checked(writer: ResultsWriter, record: Record) -> None:
+        summary = json.loads((writer.directory / "summary.json").read_text())
+        seen.append((record.t, summary["durationS"]))
+        append(writer, record)
+
+    monkeypatch.setattr(ResultsWriter, "append_record", checked)
+    await (await start_run(target.url(), "--rps", "40", "--duration", "3", "--interval", "0.5")).finished()
+    assert len(seen) >= 5
+    assert all(duration >= t - 0.002 for t, duration in seen), seen
